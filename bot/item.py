@@ -1,0 +1,75 @@
+"""The normalized item: one message from any upstream, as rules and templates see it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+Kind = Literal["dmail", "comment", "email", "chat"]
+KINDS: tuple[str, ...] = ("dmail", "comment", "email", "chat")
+
+# Fields whose values some upstreams only give in a second request (a mail's body).
+DETAIL_FIELDS = frozenset({"text", "html", "attachments", "links"})
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content_type: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    account: str
+    feed: str
+    kind: Kind
+    id: str
+    created_at: datetime
+    sender: str = ""
+    recipient: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    unread: bool | None = None
+    url: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    links: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # False while the detail fields above are not fetched yet (see Source.complete).
+    complete: bool = True
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.created_at
+
+    def fields(self, now: datetime, *, with_raw: bool = True) -> dict[str, Any]:
+        """The item as rules and templates see it: plain values, plus ``age``."""
+        data = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "complete" and (with_raw or f.name != "raw")
+        }
+        data["attachments"] = [dataclasses.asdict(a) for a in self.attachments]
+        data["links"] = list(self.links)
+        data["age"] = self.age(now)
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe form, for the store and the webhook payload."""
+        data = dataclasses.asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["links"] = list(self.links)
+        data["raw"] = dict(self.raw)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Item:
+        values = dict(data)
+        values["created_at"] = datetime.fromisoformat(values["created_at"])
+        values["attachments"] = tuple(Attachment(**a) for a in values.get("attachments", ()))
+        values["links"] = tuple(values.get("links", ()))
+        return cls(**values)
+

@@ -1,0 +1,48 @@
+"""Plain text and links out of HTML and free text (mail bodies, DText, chat)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
+
+_URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""")
+_TRAILING = ".,;:!?"
+_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text of an HTML document: layout kept, tags and scripts gone."""
+    if not html.strip():
+        return ""
+    text = get_text(html, _CONFIG)
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+class _HrefParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.extend(v for k, v in attrs if k == "href" and v)
+
+
+def find_links(text: str | None = None, html: str | None = None) -> tuple[str, ...]:
+    """Every distinct http(s) URL in ``text`` and in ``html``'s links and text, in order."""
+    found: dict[str, None] = {}
+    candidates: list[str] = [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(text or "")]
+    if html:
+        parser = _HrefParser()
+        parser.feed(html)
+        parser.close()
+        candidates += [h.strip() for h in parser.hrefs if _URL.match(h.strip())]
+        candidates += [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(html_to_text(html))]
+    for url in candidates:
+        found.setdefault(url, None)
+    return tuple(found)
