@@ -1,0 +1,73 @@
+"""Building a running inboxbot out of a configuration file, and taking it down again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bot.config import Config, load_config
+from bot.errors import ConfigError, ConfigErrors
+from bot.pipeline import Clock, Pipeline
+from bot.render import Renderer
+from bot.rules import AccountCaps, Rule, RuleLoader
+from bot.sinks import SINKS
+from bot.sources import SOURCES, Feed
+from bot.store import Store
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A configuration with its rules and templates, checked and compiled."""
+
+    config: Config
+    rules: list[Rule]
+    renderer: Renderer
+
+    def feeds(self) -> list[Feed]:
+        return [
+            feed
+            for name, account in self.config.accounts.items()
+            if account.enabled
+            for feed in SOURCES[account.type].feeds(name, account)
+        ]
+
+
+def load(path: Path) -> Loaded:
+    """Read and check everything; raises ConfigErrors with every problem found."""
+    registries = {
+        "accounts": {t: s.config_model for t, s in SOURCES.items()},
+        "sinks": {t: s.config_model for t, s in SINKS.items()},
+    }
+    config = load_config(path, registries)
+    missing = [d for d in config.template_dirs() if not d.is_dir()]
+    if missing:
+        raise ConfigErrors([ConfigError(f"templates: no folder {d}", str(path)) for d in missing])
+    renderer = Renderer(config.template_dirs())
+    accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
+    sinks = {n: SINKS[s.type].sends_item for n, s in config.sinks.items()}
+    rules = RuleLoader(renderer, accounts, sinks).load(config.rule_files())
+    return Loaded(config, rules, renderer)
+
+
+@asynccontextmanager
+async def running(loaded: Loaded, state: Path, clock: Clock | None = None) -> AsyncIterator[Pipeline]:
+    """The store, the HTTP session, sources and sinks, opened in order and closed in reverse,
+    also when opening fails halfway."""
+    async with AsyncExitStack() as stack:
+        store = Store(state)
+        stack.callback(store.close)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        config = loaded.config
+        sources = {
+            name: SOURCES[account.type](name, account, session)
+            for name, account in config.accounts.items()
+            if account.enabled
+        }
+        sinks = {name: SINKS[s.type](name, s, session) for name, s in config.sinks.items()}
+        for sink in sinks.values():
+            stack.push_async_callback(sink.close)
+        yield Pipeline(config, sources, sinks, loaded.rules, loaded.renderer, store, clock or Clock())

@@ -1,0 +1,195 @@
+"""Configuration: the main YAML file as pydantic models that refuse unknown keys.
+
+Account and sink sections are validated by the model of their ``type``, taken
+from the registries in ``bot.sources`` and ``bot.sinks``; every error is turned
+into ``file:line: field: message`` through the positions kept by ``bot.yamlfile``.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from bot.errors import ConfigError, ConfigErrors
+from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: Any) -> Any:
+    """``30s``, ``2m``, ``1h30m``, ``1d`` or a number of seconds → timedelta."""
+    if isinstance(value, timedelta) or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    text = str(value).strip().replace(" ", "")
+    if not text or _DURATION.sub("", text):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 2m, 1h30m, 1d")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(value: Any) -> Any:
+    """``20/min``, ``1/s``, ``100/hour`` → (count, period in seconds)."""
+    if isinstance(value, tuple):
+        return value
+    count, _, unit = str(value).partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or unit.strip() not in _PERIODS:
+        raise ValueError(f"{value!r} is not a rate; write e.g. 20/min, 1/s, 100/hour")
+    return (int(count), float(_PERIODS[unit.strip()]))
+
+
+Rate = Annotated[tuple[int, float], BeforeValidator(parse_rate)]
+
+
+class Model(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedConfig(Model):
+    every: Duration | None = None
+    enabled: bool = True
+    backlog: Literal["skip", "notify"] | None = None
+
+
+class AccountConfig(Model):
+    """Keys every account understands; each source's model adds its own."""
+
+    type: str
+    base_url: str
+    every: Duration = timedelta(minutes=1)
+    timeout: Duration = timedelta(seconds=30)
+    feeds: dict[str, FeedConfig] = Field(default_factory=dict)
+    enabled: bool = True
+    feed_names: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("feeds")
+    @classmethod
+    def _known_feeds(cls, feeds: dict[str, FeedConfig]) -> dict[str, FeedConfig]:
+        unknown = sorted(set(feeds) - set(cls.feed_names))
+        if unknown:
+            raise ValueError(f"unknown feed {unknown[0]!r}; allowed: {', '.join(cls.feed_names)}")
+        return feeds
+
+
+class SinkConfig(Model):
+    """Keys every sink understands; each sink's model adds its own."""
+
+    type: str
+    format: Literal["text", "markdown", "html"] | None = None
+    rate: Rate | None = None
+    timeout: Duration = timedelta(seconds=15)
+
+
+class Config(Model):
+    accounts: dict[str, AccountConfig]
+    sinks: dict[str, SinkConfig]
+    rules: list[str] = ["rules/*.yaml"]
+    templates: list[str] = ["templates"]
+    state: Path | None = None
+    backlog: Literal["skip", "notify"] = "skip"
+    max_actions_per_poll: int = Field(50, ge=1)
+    retention: Duration = timedelta(days=30)
+    base_dir: Path = Path(".")
+
+    def rule_files(self) -> list[Path]:
+        """The rule files named by ``rules:``, globs expanded, relative to the config file."""
+        files: list[Path] = []
+        for pattern in self.rules:
+            full = self.base_dir / pattern
+            matches = sorted(glob.glob(str(full))) if glob.has_magic(pattern) else [str(full)]
+            files += [Path(m) for m in matches]
+        return files
+
+    def template_dirs(self) -> list[Path]:
+        return [self.base_dir / d for d in self.templates]
+
+
+def validation_errors(doc: YamlDoc, prefix: Path_, err: ValidationError) -> list[ConfigError]:
+    """One located ConfigError per pydantic error, with the field and what is allowed."""
+    errors = []
+    for e in err.errors(include_url=False):
+        path = (*prefix, *e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif e["type"] == "missing":
+            message = "required key is missing"
+        elif e["type"].startswith("literal_error") or e["type"] == "enum":
+            message = f"{message}, not {e['input']!r}"
+        errors.append(doc.error(path, f"{dotted(path)}: {message}"))
+    return errors
+
+
+def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]]) -> Config:
+    """Read and validate the main file; raises ConfigErrors listing every problem found.
+
+    ``registries`` maps ``accounts``/``sinks`` to ``{type: model}``.
+    """
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise ConfigErrors([ConfigError("the file must be a mapping (accounts:, sinks:, …)", doc.file, 1)])
+    errors: list[ConfigError] = []
+    typed: dict[str, dict[str, Any]] = {}
+    for section, registry in registries.items():
+        typed[section] = _typed_section(doc, section, data.get(section), registry, errors)
+    top = {k: v for k, v in data.items() if k not in registries}
+    try:
+        config = Config.model_validate(
+            {**top, **typed, "base_dir": path.parent}
+        )
+    except ValidationError as err:
+        errors += validation_errors(doc, (), err)
+    if errors:
+        raise ConfigErrors(errors)
+    return config
+
+
+def _typed_section(
+    doc: YamlDoc,
+    section: str,
+    raw: Any,
+    registry: Mapping[str, type[Model]],
+    errors: list[ConfigError],
+) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(doc.error((section,), f"{section}: must be a mapping of names to settings"))
+        return {}
+    result: dict[str, Any] = {}
+    for name, body in raw.items():
+        where: Path_ = (section, name)
+        kind = body.get("type") if isinstance(body, dict) else None
+        model = registry.get(str(kind))
+        if model is None:
+            allowed = ", ".join(sorted(registry))
+            shown = "missing" if kind is None else repr(kind)
+            errors.append(doc.error((*where, "type"), f"{dotted(where)}.type: {shown}; allowed: {allowed}"))
+            continue
+        try:
+            result[name] = model.model_validate(body)
+        except ValidationError as err:
+            errors += validation_errors(doc, where, err)
+    return result

@@ -1,0 +1,279 @@
+"""The pipeline: poll → store → plan → render → outbox → deliver → act.
+
+Only this module calls sources and sinks. Each stage reads what the previous
+one stored, so a crash anywhere resumes from the store: items not planned yet
+are planned, steps not done yet are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time as _time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.config import Config
+from bot.errors import AuthError, GoneError, PermanentError, RemoteError, RenderError, TransientError
+from bot.http import RateLimiter
+from bot.item import Item
+from bot.logs import fields
+from bot.render import Renderer
+from bot.rules import Match, Rule, Step, plan
+from bot.sinks import Notification, Sink
+from bot.sources import Feed, Source
+from bot.store import CANCELLED, DONE, FAILED, NewStep, StepRecord, Store
+
+log = logging.getLogger("inboxbot.pipeline")
+
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 3600.0
+AUTH_RETRY = 900.0
+DEDUP_HORIZON = timedelta(days=365)
+
+
+class Clock:
+    """Wall time for records and item ages; tests pass their own."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def time(self) -> float:
+        return _time.time()
+
+
+def backoff(attempts: int, hint: float | None) -> float:
+    """Exponential with jitter; a remote's own hint wins when it asks for longer."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts, 20)) * random.uniform(0.5, 1.0)
+    return max(delay, hint) if hint is not None else delay
+
+
+class Health:
+    """Logs a failing feed or sink once when it starts failing and once when it recovers."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, str] = {}
+
+    def failed(self, key: str, err: Exception) -> None:
+        reason = str(err)
+        if key not in self.failing:
+            kind = type(err).__name__
+            log.warning("failing", extra=fields(target=key, error=kind, reason=reason))
+        self.failing[key] = reason
+
+    def ok(self, key: str) -> None:
+        if self.failing.pop(key, None) is not None:
+            log.info("recovered", extra=fields(target=key))
+
+
+@dataclass
+class Pipeline:
+    config: Config
+    sources: Mapping[str, Source]
+    sinks: Mapping[str, Sink]
+    rules: Sequence[Rule]
+    renderer: Renderer
+    store: Store
+    clock: Clock = field(default_factory=Clock)
+    health: Health = field(default_factory=Health)
+
+    def __post_init__(self) -> None:
+        self._delivering = asyncio.Lock()
+        self._acting = asyncio.Lock()
+        self._sink_limits = {
+            name: RateLimiter(*sink.config.rate, margin=0.0)
+            for name, sink in self.sinks.items()
+            if sink.config.rate
+        }
+
+    # --- poll and plan ---------------------------------------------------------------
+
+    async def poll(self, feed: Feed) -> int:
+        """Poll one feed, store and plan its new items; raises when the poll failed."""
+        source = self.sources[feed.account]
+        polled_before, cursor = self.store.cursor(feed.key)
+        try:
+            result = await source.poll(feed.name, cursor)
+        except RemoteError as err:
+            self.health.failed(feed.key, err)
+            raise
+        skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
+        added = self.store.record_poll(feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip)
+        self.health.ok(feed.key)
+        if added:
+            log.info("polled", extra=fields(feed=feed.key, new=added, backlog_skipped=skip))
+        await self.plan_new(feed)
+        return added
+
+    async def plan_new(self, feed: Feed) -> None:
+        """Plan every stored item of ``feed`` not planned yet, within the action limit."""
+        planned: list[tuple[Item, list[NewStep]]] = []
+        for item in self.store.new_items(feed.key):
+            result = await self._plan_item(item)
+            if result is not None:
+                planned.append(result)
+        self._limit_actions(feed, planned)
+        for item, steps in planned:
+            self.store.save_plan(feed.key, item, steps, now=self.clock.time())
+
+    async def _plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
+        if not item.complete and any(r.needs_detail and item.account in r.accounts for r in self.rules):
+            try:
+                item = await self.sources[item.account].complete(item)
+            except GoneError as err:
+                log.info("item gone", extra=fields(feed=f"{item.account}/{item.feed}", item=item.id, reason=err.message))
+                self.store.drop_item(f"{item.account}/{item.feed}", item.id)
+                return None
+        now = self.clock.now()
+        context = {"item": item.fields(now), "account": item.account, "now": now}
+        steps: list[NewStep] = []
+        for match in plan(self.rules, item, context):
+            log.info("matched", extra=fields(rule=match.rule.name, feed=f"{item.account}/{item.feed}", item=item.id))
+            steps += self._render(match, item, now)
+        return item, steps
+
+    def _render(self, match: Match, item: Item, now: datetime) -> list[NewStep]:
+        ctx = self.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
+        try:
+            return [self._new_step(step, match, item, ctx, now) for step in match.steps]
+        except RenderError as err:
+            log.error("render failed", extra=fields(rule=match.rule.name, item=item.id, error=str(err)))
+            return []
+
+    def _new_step(self, step: Step, match: Match, item: Item, ctx: dict[str, Any], now: datetime) -> NewStep:
+        due = now.timestamp()
+        if step.notify is not None:
+            n = step.notify
+            title, message = n.template.render(ctx) if n.template else (
+                n.title.render(ctx) if n.title else "", n.message.render(ctx) if n.message else "")
+            payload = Notification(
+                step.id, match.rule.name, item.account, item.feed, item.kind, item.id, title, message,
+                item.url, n.priority, _public(item), dict(match.extract), dict(n.options),
+            ).to_json()
+        else:
+            assert step.action is not None
+            a = step.action
+            payload = {"args": dict(a.args), "message": a.message.render(ctx) if a.message else None}
+            due += a.after.total_seconds() if a.after else 0.0
+        return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
+
+    def _limit_actions(self, feed: Feed, planned: list[tuple[Item, list[NewStep]]]) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for _, steps in planned:
+            for rule in {s.rule for s in steps if s.kind == "act"}:
+                counts[rule] += 1
+        limit = self.config.max_actions_per_poll
+        refused = {rule for rule, n in counts.items() if n > limit}
+        for rule in sorted(refused):
+            log.error("actions refused", extra=fields(rule=rule, feed=feed.key, items=counts[rule], max_actions_per_poll=limit))
+        for index, (item, steps) in enumerate(planned):
+            planned[index] = (item, [s for s in steps if not (s.kind == "act" and s.rule in refused)])
+
+    # --- deliver ---------------------------------------------------------------------
+
+    async def deliver(self) -> None:
+        """Send every due notification, each sink in its own order, sinks side by side."""
+        async with self._delivering:
+            queues: dict[str, list[StepRecord]] = defaultdict(list)
+            for step in self.store.pending_steps("deliver"):
+                queues[step.target].append(step)
+            await asyncio.gather(*(self._deliver_to(name, steps) for name, steps in queues.items()))
+
+    async def _deliver_to(self, name: str, steps: list[StepRecord]) -> None:
+        sink = self.sinks.get(name)
+        if sink is None:
+            self.health.failed(f"sink {name}", PermanentError("sink is no longer configured; its notifications wait"))
+            return
+        for step in steps:
+            if step.due_at > self.clock.time():
+                return  # an earlier notification waits for its retry: keep the order
+            if name in self._sink_limits:
+                await self._sink_limits[name].wait()
+            if not await self._send(sink, step):
+                return
+
+    async def _send(self, sink: Sink, step: StepRecord) -> bool:
+        key = f"sink {sink.name}"
+        try:
+            await sink.send(Notification(**step.payload))
+        except (TransientError, AuthError) as err:
+            self.health.failed(key, err)
+            hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
+            self.store.retry_step(step.id, due_at=self.clock.time() + backoff(step.attempts, hint), error=str(err))
+            return False
+        except PermanentError as err:
+            log.error("delivery failed", extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)))
+            self.store.finish_step(step.id, now=self.clock.time(), status=FAILED, error=str(err))
+            self.store.cancel_actions(step.feed, step.item_id, step.rule, now=self.clock.time())
+            return True
+        self.store.finish_step(step.id, now=self.clock.time())
+        self.health.ok(key)
+        log.info("delivered", extra=fields(sink=sink.name, rule=step.rule, item=step.item_id))
+        return True
+
+    # --- act -------------------------------------------------------------------------
+
+    async def act(self) -> None:
+        """Run due actions whose rule delivered everything; batch where the source can."""
+        async with self._acting:
+            now = self.clock.time()
+            groups: dict[tuple[str, str, str], list[StepRecord]] = defaultdict(list)
+            for step in self.store.pending_steps("act"):
+                if step.due_at <= now:
+                    batch = step.target in self.sources[step.feed.split("/")[0]].batch_actions
+                    key = (step.feed, step.target, json.dumps(step.payload) if batch else step.id)
+                    groups[key].append(step)
+            for (feed, action, _), steps in groups.items():
+                await self._act(feed, action, steps)
+
+    async def _act(self, feed: str, action: str, steps: list[StepRecord]) -> None:
+        account = feed.split("/")[0]
+        source = self.sources.get(account)
+        items = [self.store.item(feed, s.item_id) for s in steps]
+        if source is None or any(i is None for i in items):
+            for s in steps:
+                self.store.finish_step(s.id, now=self.clock.time(), status=CANCELLED, error="account or item gone")
+            return
+        args = {k: v for k, v in {**steps[0].payload["args"], "message": steps[0].payload["message"]}.items() if v is not None}
+        try:
+            await source.act(action, args, [i for i in items if i is not None])
+        except GoneError:
+            pass
+        except (TransientError, AuthError) as err:
+            self.health.failed(f"{account} actions", err)
+            for s in steps:
+                hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
+                self.store.retry_step(s.id, due_at=self.clock.time() + backoff(s.attempts, hint), error=str(err))
+            return
+        except PermanentError as err:
+            log.error("action failed", extra=fields(action=action, feed=feed, items=len(steps), error=str(err)))
+            for s in steps:
+                self.store.finish_step(s.id, now=self.clock.time(), status=FAILED, error=str(err))
+            return
+        self.health.ok(f"{account} actions")
+        for s in steps:
+            self.store.finish_step(s.id, now=self.clock.time(), status=DONE)
+        log.info("acted", extra=fields(action=action, feed=feed, items=len(steps)))
+
+    async def flush(self) -> None:
+        """Deliver what is due, then act on what was delivered."""
+        await self.deliver()
+        await self.act()
+
+    def prune(self) -> None:
+        now = self.clock.time()
+        self.store.prune(before=now - self.config.retention.total_seconds(),
+                         forget_before=now - DEDUP_HORIZON.total_seconds())  # fmt: skip
+
+
+def _public(item: Item) -> dict[str, Any]:
+    data = item.to_json()
+    data.pop("raw")
+    data.pop("complete")
+    return data
+

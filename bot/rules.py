@@ -1,0 +1,301 @@
+"""Rules: loaded and compiled once, then ``plan(rules, item)`` turns an item into steps.
+
+A rule is ``when`` → ``extract`` → ``notify`` → ``then``. Planning is pure: it
+reads the item and returns the deliveries and actions to perform, each with a
+stable id, so the outbox can record what is done and resume the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from bot.conditions import Compiled, Context, WhenCompiler, _union
+from bot.config import Model, parse_duration, validation_errors
+from bot.errors import ConfigError, ConfigErrors
+from bot.item import DETAIL_FIELDS, Item
+from bot.render import InlineTemplate, NamedTemplate, Renderer
+from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
+
+PRIORITIES = ("min", "low", "default", "high", "urgent")
+
+
+def _priority(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
+        return PRIORITIES[value - 1]
+    return value
+
+
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, dict | str) else value
+
+
+class NotifySpec(Model):
+    sink: str
+    template: str | None = None
+    title: str | None = None
+    message: str | None = None
+    priority: Annotated[Literal["min", "low", "default", "high", "urgent"], BeforeValidator(_priority)] = "default"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotifySpec:
+        if self.template and (self.title or self.message):
+            raise ValueError("give either template or title/message, not both")
+        if not self.template and self.message is None:
+            raise ValueError("give a template, or an inline message (and title)")
+        return self
+
+
+class ExtractSpec(Model):
+    from_: str = Field(alias="from")
+    regex: str
+
+
+class RuleSpec(Model):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    enabled: bool = True
+    when: dict[str, Any] = Field(default_factory=dict)
+    extract: dict[str, ExtractSpec] = Field(default_factory=dict)
+    notify: Annotated[list[NotifySpec], BeforeValidator(_listed)] = Field(default_factory=list)
+    then: Annotated[list[str | dict[str, Any]], BeforeValidator(_listed)] = Field(default_factory=list)
+    stop: bool = False
+
+
+@dataclass(frozen=True)
+class Notify:
+    sink: str
+    priority: str
+    options: Mapping[str, Any]
+    template: NamedTemplate | None = None
+    title: InlineTemplate | None = None
+    message: InlineTemplate | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    after: timedelta | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    message: InlineTemplate | None = None  # a reply's text, rendered like a notification
+
+
+@dataclass(frozen=True)
+class Extract:
+    source: str
+    pattern: re.Pattern[str]
+
+    def apply(self, fields: Mapping[str, Any]) -> str:
+        value = fields.get(self.source)
+        texts = value if isinstance(value, list | tuple) else [value]
+        for text in texts:
+            match = self.pattern.search(str(text)) if text is not None else None
+            if match:
+                return match.group(1) if self.pattern.groups else match.group(0)
+        return ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    file: str
+    line: int | None
+    when: Compiled
+    extract: Mapping[str, Extract]
+    notify: tuple[Notify, ...]
+    then: tuple[Action, ...]
+    stop: bool
+    needs_detail: bool
+    accounts: frozenset[str]  # the accounts whose items this rule can see
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    rule: str
+    kind: Literal["deliver", "act"]
+    target: str  # a sink's name, or an action's name
+    index: int
+    notify: Notify | None = None
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: Rule
+    extract: Mapping[str, str]
+    steps: tuple[Step, ...]
+
+
+def step_id(item: Item, rule: str, kind: str, target: str, index: int) -> str:
+    key = "\x1f".join((item.account, item.feed, item.id, rule, kind, target, str(index)))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def plan(rules: Sequence[Rule], item: Item, context: Context) -> list[Match]:
+    """The rules that match ``item`` in order, with their steps; pure."""
+    matches: list[Match] = []
+    for rule in rules:
+        if item.account not in rule.accounts or not rule.when.predicate(context):
+            continue
+        extract = {name: ex.apply(context["item"]) for name, ex in rule.extract.items()}
+        steps = [
+            Step(step_id(item, rule.name, "deliver", n.sink, i), rule.name, "deliver", n.sink, i, notify=n)
+            for i, n in enumerate(rule.notify)
+        ]
+        steps += [
+            Step(step_id(item, rule.name, "act", a.name, i), rule.name, "act", a.name, i, action=a)
+            for i, a in enumerate(rule.then)
+        ]
+        matches.append(Match(rule, extract, tuple(steps)))
+        if rule.stop:
+            break
+    return matches
+
+
+@dataclass(frozen=True)
+class AccountCaps:
+    """What rule checking needs to know of an account: its kinds and their actions."""
+
+    type: str
+    actions: Mapping[str, frozenset[str]]  # kind → actions
+
+
+@dataclass
+class RuleLoader:
+    renderer: Renderer
+    accounts: Mapping[str, AccountCaps]
+    sinks: Mapping[str, bool]  # sink name → whether it sends the whole item
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def load(self, files: Sequence[Path]) -> list[Rule]:
+        rules: list[Rule] = []
+        seen: dict[str, str] = {}
+        for path in files:
+            for rule in self._file(path):
+                if rule.name in seen:
+                    self.errors.append(
+                        ConfigError(f"rule name {rule.name!r} is used twice (also in {seen[rule.name]})", rule.file, rule.line)
+                    )
+                seen[rule.name] = f"{rule.file}:{rule.line}"
+                rules.append(rule)
+        if self.errors:
+            raise ConfigErrors(self.errors)
+        return rules
+
+    def _file(self, path: Path) -> list[Rule]:
+        try:
+            doc = load_yaml(path)
+        except ConfigError as err:
+            self.errors.append(err)
+            return []
+        if doc.data is None:
+            return []
+        if not isinstance(doc.data, list):
+            self.errors.append(doc.error((), "a rule file is a list of rules (- name: …)"))
+            return []
+        rules = []
+        for i, raw in enumerate(doc.data):
+            try:
+                spec = RuleSpec.model_validate(raw)
+            except ValidationError as err:
+                self.errors += validation_errors(doc, (i,), err)
+                continue
+            if spec.enabled:
+                try:
+                    rules.append(self._compile(doc, (i,), spec))
+                except ConfigError as err:
+                    self.errors.append(err)
+        return rules
+
+    def _compile(self, doc: YamlDoc, at: Path_, spec: RuleSpec) -> Rule:
+        when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
+        accounts = self._accounts(spec.when)
+        notify = tuple(self._notify(doc, (*at, "notify", i), n) for i, n in enumerate(spec.notify))
+        then = tuple(self._action(doc, (*at, "then", i), a, accounts, spec.when) for i, a in enumerate(spec.then))
+        extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
+        used = _union([
+            when.fields,
+            frozenset(e.source for e in extract.values()),
+            *(_notify_fields(n) for n in notify),
+            *(a.message.fields_used for a in then if a.message),
+        ])
+        full_item = any(self.sinks.get(n.sink, False) for n in notify)
+        needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
+        line = doc.line(at)
+        return Rule(spec.name, doc.file, line, when, extract, notify, then, spec.stop, needs_detail, accounts)
+
+    def _accounts(self, when: Mapping[str, Any]) -> frozenset[str]:
+        named = when.get("account")
+        names = set(self.accounts)
+        if isinstance(named, str):
+            names &= {named}
+        elif isinstance(named, list):
+            names &= {str(n) for n in named}
+        kinds = when.get("kind")
+        if isinstance(kinds, str | list):
+            wanted = {kinds} if isinstance(kinds, str) else set(kinds)
+            names = {n for n in names if wanted & set(self.accounts[n].actions)}
+        return frozenset(names)
+
+    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> Notify:
+        if spec.sink not in self.sinks:
+            allowed = ", ".join(sorted(self.sinks)) or "none configured"
+            raise doc.error((*at, "sink"), f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}")
+        line = doc.line(at)
+        if spec.template:
+            template = self.renderer.load(spec.template, file=doc.file, line=doc.line((*at, "template")))
+            return Notify(spec.sink, spec.priority, spec.options, template=template)
+        title = self.renderer.inline(spec.title or "", file=doc.file, line=line)
+        message = self.renderer.inline(spec.message or "", file=doc.file, line=line)
+        return Notify(spec.sink, spec.priority, spec.options, title=title, message=message)
+
+    def _extract(self, doc: YamlDoc, at: Path_, spec: ExtractSpec) -> Extract:
+        try:
+            return Extract(spec.from_, re.compile(spec.regex))
+        except re.error as err:
+            raise doc.error((*at, "regex"), f"{dotted(at)}.regex: bad regex {spec.regex!r}: {err}") from None
+
+    def _action(self, doc: YamlDoc, at: Path_, raw: str | dict[str, Any], accounts: frozenset[str], when: Mapping[str, Any]) -> Action:
+        name, args = (raw, {}) if isinstance(raw, str) else _single(doc, at, raw)
+        kinds = when.get("kind")
+        for account in sorted(accounts):
+            caps = self.accounts[account]
+            for kind, allowed in caps.actions.items():
+                if kinds and kind not in (kinds if isinstance(kinds, list) else [kinds]):
+                    continue
+                if name not in allowed:
+                    can = ", ".join(sorted(allowed)) or "none"
+                    raise doc.error(at, f"{dotted(at)}: action {name!r} is not available for account {account!r} ({caps.type} {kind}); it can do: {can}")
+        after = args.pop("after", None)
+        try:
+            delay = parse_duration(after) if after is not None else None
+        except ValueError as err:
+            raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
+        message = args.pop("message", None)
+        template = self.renderer.inline(str(message), file=doc.file, line=doc.line(at)) if message is not None else None
+        return Action(name, delay, args, template)
+
+
+def _single(doc: YamlDoc, at: Path_, raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if len(raw) != 1:
+        raise doc.error(at, f"{dotted(at)}: an action is a name, or one name with its arguments")
+    name, args = next(iter(raw.items()))
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise doc.error(at, f"{dotted(at)}.{name}: arguments must be a mapping (e.g. after: 1h)")
+    return str(name), dict(args)
+
+
+def _notify_fields(n: Notify) -> frozenset[str] | None:
+    parts = [t.fields_used for t in (n.template, n.title, n.message) if t is not None]
+    return _union(parts)

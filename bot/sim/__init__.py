@@ -1,0 +1,1 @@
+"""HTTP simulators of the upstream services, shared by tests, benchmarks and the demo."""

@@ -1,0 +1,54 @@
+"""Webhook: POST each notification as JSON, with an ``Idempotency-Key`` header.
+
+    hooks: {type: webhook, url: http://127.0.0.1:8080/hook, headers: {Authorization: "Bearer ${HOOK_TOKEN}"}}
+
+The payload: ``{"id", "rule", "account", "feed", "kind", "item_id", "title",
+"message", "url", "priority", "item": {…}, "extract": {…}}``. The id is stable, so a
+receiver can drop the duplicate a crash between its answer and our record may cause.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from pydantic import SecretStr
+
+from bot.config import SinkConfig
+from bot.http import HttpClient, classify
+from bot.sinks.base import Notification, Sink
+
+
+class WebhookConfig(SinkConfig):
+    type: Literal["webhook"]
+    url: SecretStr
+    headers: dict[str, SecretStr] = {}
+
+
+class WebhookSink(Sink):
+    type_name = "webhook"
+    config_model = WebhookConfig
+    sends_item: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        assert isinstance(config, WebhookConfig)
+        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        self.http = HttpClient(
+            session,
+            config.url.get_secret_value(),
+            service=name,
+            headers=headers,
+            timeout=config.timeout.total_seconds(),
+        )
+
+    async def send(self, notification: Notification) -> None:
+        payload: dict[str, Any] = notification.to_json()
+        payload.pop("options")
+        resp = await self.http.request(
+            "POST", "", json=payload, headers={"Idempotency-Key": notification.id}
+        )
+        if resp.status == 409:  # the receiver already has this id: delivered
+            return
+        if not resp.ok:
+            raise classify(resp, self.name)

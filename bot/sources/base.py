@@ -1,0 +1,78 @@
+"""The contract of an upstream: poll a feed, complete an item's detail, act on items."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import aiohttp
+
+from bot.config import AccountConfig
+from bot.item import Item
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """A complete poll: every item listed, and the cursor to store with them."""
+
+    items: list[Item]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Feed:
+    account: str
+    name: str
+    every: timedelta
+    backlog: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.account}/{self.name}"
+
+
+class Source(ABC):
+    """One account at one upstream. Subclasses set the class-level description below.
+
+    ``poll`` must raise (never return a partial list) when any request failed, so that
+    a failed poll changes no state.
+    """
+
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[AccountConfig]]
+    feed_kinds: ClassVar[Mapping[str, str]]  # feed name → item kind
+    actions: ClassVar[Mapping[str, frozenset[str]]]  # item kind → actions
+    batch_actions: ClassVar[frozenset[str]] = frozenset()  # actions taking many items per call
+    default_feeds: ClassVar[tuple[str, ...]]
+
+    def __init__(self, name: str, config: AccountConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.config = config
+        self.session = session
+
+    @classmethod
+    def feeds(cls, account: str, config: AccountConfig) -> list[Feed]:
+        """The account's enabled feeds, with their intervals."""
+        wanted = config.feeds or dict.fromkeys(cls.default_feeds, None)
+        feeds = []
+        for name, feed in wanted.items():
+            if feed is None or feed.enabled:
+                every = (feed.every if feed else None) or config.every
+                feeds.append(Feed(account, name, every, feed.backlog if feed else None))
+        return feeds
+
+    @abstractmethod
+    async def poll(self, feed: str, cursor: str | None) -> PollResult: ...
+
+    async def complete(self, item: Item) -> Item:
+        """The item with its detail fields fetched; sources whose list is complete keep this."""
+        return item
+
+    @abstractmethod
+    async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
+        """Apply ``action`` to ``items`` (several only for ``batch_actions``).
+
+        A GoneError means the item is not there any more: the action is moot."""

@@ -1,0 +1,175 @@
+"""Mail.td temporary mailboxes: new mail in one account's inbox.
+
+    signup:
+      type: mailtd
+      account_id: 0b6b7b06-0000-4000-8000-000000000000   # or the address itself
+      token: ${MAILTD_TOKEN}                              # a td_… API token (Bearer)
+      every: 30s
+      rate: 4                                             # requests/s: 4 free, 10 Pro
+
+The list gives 30 summaries a page, newest first; bodies come from the detail,
+fetched only when a rule or template needs them. 410 on a detail means the
+message expired: the item is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import Field, SecretStr
+
+from bot.config import AccountConfig, Duration
+from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
+from bot.http import HttpClient, RateLimiter, Response, classify
+from bot.item import Attachment, Item
+from bot.sources.base import PollResult, Source
+from bot.text import find_links, html_to_text
+
+PAGE_SIZE = 30
+BATCH = 200
+# Mail can be listed a little later than its created_at: look back this far past the cursor.
+LOOKBACK = timedelta(hours=1)
+QUOTA_RETRY = 3600.0
+
+
+class MailTdAccount(AccountConfig):
+    type: Literal["mailtd"]
+    base_url: str = "https://api.mail.td"
+    account_id: str = Field(min_length=1)
+    token: SecretStr
+    every: Duration = timedelta(seconds=30)
+    rate: int = Field(4, ge=1, le=50)
+    feed_names: ClassVar[tuple[str, ...]] = ("messages",)
+
+
+class MailTdSource(Source):
+    type_name = "mailtd"
+    config_model = MailTdAccount
+    feed_kinds: ClassVar[Mapping[str, str]] = {"messages": "email"}
+    actions: ClassVar[Mapping[str, frozenset[str]]] = {"email": frozenset({"mark_read", "delete"})}
+    batch_actions = frozenset({"mark_read"})
+    default_feeds = ("messages",)
+
+    def __init__(self, name: str, config: AccountConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        assert isinstance(config, MailTdAccount)
+        self.account = config
+        self.http = HttpClient(
+            session,
+            config.base_url,
+            service=name,
+            headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
+            limiter=RateLimiter(config.rate),
+            timeout=config.timeout.total_seconds(),
+        )
+        self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
+
+    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+        since = datetime.fromisoformat(cursor) - LOOKBACK if cursor else None
+        items: list[Item] = []
+        page = 1
+        while True:
+            batch = await self._page(page)
+            items += batch
+            if len(batch) < PAGE_SIZE or (since and batch[-1].created_at < since):
+                break
+            page += 1
+        newest = max((i.created_at for i in items), default=None)
+        return PollResult(items, newest.isoformat() if newest else cursor)
+
+    async def _page(self, page: int) -> list[Item]:
+        data = await self._json("GET", f"{self.prefix}?page={page}")
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            raise TransientError(f"page {page}: no messages list in the answer", service=self.name)
+        return [self._summary(m) for m in messages]
+
+    def _summary(self, m: Mapping[str, Any]) -> Item:
+        try:
+            return Item(
+                account=self.name,
+                feed="messages",
+                kind="email",
+                id=str(m["id"]),
+                created_at=parse_time(str(m["created_at"])),
+                sender=str(m.get("from") or m.get("sender") or ""),
+                recipient=self.account.account_id if "@" in self.account.account_id else "",
+                subject=str(m.get("subject") or ""),
+                text=str(m.get("preview_text") or ""),
+                unread=not m["is_read"] if isinstance(m.get("is_read"), bool) else None,
+                raw=dict(m),
+                complete=False,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise TransientError(f"malformed message in list: {err!r}", service=self.name) from None
+
+    async def complete(self, item: Item) -> Item:
+        if item.complete:
+            return item
+        d = await self._json("GET", f"{self.prefix}/{quote(item.id)}")
+        if not isinstance(d, dict):
+            raise TransientError("message detail is not an object", service=self.name)
+        html = d.get("html_body") or None
+        text = d.get("text_body") or (html_to_text(html) if html else "")
+        attachments = tuple(
+            Attachment(str(a.get("filename") or f"attachment-{a.get('index')}"),
+                       str(a.get("content_type") or "application/octet-stream"), a.get("size"))
+            for a in d.get("attachments") or () if isinstance(a, dict)
+        )  # fmt: skip
+        return replace(
+            item,
+            text=text,
+            html=html,
+            attachments=attachments,
+            links=find_links(text, html),
+            recipient=str(d.get("address") or item.recipient),
+            raw={**item.raw, **d},
+            complete=True,
+        )
+
+    async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
+        if action == "mark_read" and len(items) > 1:
+            for start in range(0, len(items), BATCH):
+                ids = [i.id for i in items[start : start + BATCH]]
+                await self._json("PUT", f"{self.prefix}/read", json={"ids": ids})
+            return
+        for item in items:
+            if action == "mark_read":
+                await self._call("PUT", f"{self.prefix}/{quote(item.id)}/read")
+            elif action == "delete":
+                await self._call("DELETE", f"{self.prefix}/{quote(item.id)}")
+            else:
+                raise PermanentError(f"Mail.td cannot {action}", service=self.name)
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return (await self._call(method, path, **kwargs)).json(self.name)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Response:
+        resp = await self.http.request(method, path, **kwargs)
+        if not resp.ok:
+            raise self._error(resp)
+        return resp
+
+    def _error(self, resp: Response) -> RemoteError:
+        code = resp.error_code("error", "code")
+        if resp.status == 429 and code in ("quota_exceeded", "ops_quota_exceeded"):
+            return QuotaError("monthly operations quota exhausted", service=self.name,
+                              status=429, retry_after=QUOTA_RETRY)  # fmt: skip
+        if resp.status == 429:
+            return TransientError("rate limit exceeded", service=self.name, status=429,
+                                  retry_after=1.0)  # fmt: skip
+        if resp.status in (404, 410) and "/messages/" in resp.path:
+            state = "expired" if resp.status == 410 else "not found"
+            return GoneError(f"{resp.what}: message {state}", service=self.name, status=resp.status)
+        return classify(resp, self.name, code or ("HTML page" if not resp.is_json() else ""))
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 with or without fractions or ``Z``; naive times are taken as UTC."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,214 @@
+"""The store: SQLite (WAL) holding what was seen, each feed's cursor, and the outbox.
+
+A poll's new items are written in the same transaction that moves the feed's
+cursor; planned steps are written in the transaction that marks the item
+planned; each step is marked done when it succeeded. So a crash at any point
+leaves either the work to redo or the record that it was done.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.item import Item
+
+MIGRATIONS = (
+    """
+    CREATE TABLE feeds (feed TEXT PRIMARY KEY, cursor TEXT, polled_at REAL NOT NULL);
+    CREATE TABLE items (
+        feed TEXT NOT NULL, item_id TEXT NOT NULL, state TEXT NOT NULL,
+        seen_at REAL NOT NULL, data TEXT, PRIMARY KEY (feed, item_id));
+    CREATE INDEX items_state ON items (state, seen_at);
+    CREATE TABLE steps (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        feed TEXT NOT NULL, item_id TEXT NOT NULL, rule TEXT NOT NULL,
+        kind TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL,
+        payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        due_at REAL NOT NULL, last_error TEXT, created_at REAL NOT NULL, done_at REAL);
+    CREATE INDEX steps_pending ON steps (status, kind, seq);
+    CREATE INDEX steps_item ON steps (feed, item_id, rule);
+    """,
+)
+
+NEW, PLANNED, SKIPPED, DROPPED = "new", "planned", "skipped", "dropped"
+PENDING, DONE, FAILED, CANCELLED = "pending", "done", "failed", "cancelled"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    seq: int
+    id: str
+    feed: str
+    item_id: str
+    rule: str
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    attempts: int
+    due_at: float
+
+
+@dataclass(frozen=True)
+class NewStep:
+    id: str
+    rule: str
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    due_at: float
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in filter(str.strip, script.split(";")):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- feeds and items -------------------------------------------------------------
+
+    def cursor(self, feed: str) -> tuple[bool, str | None]:
+        """(whether the feed was ever polled, its cursor)."""
+        row = self.db.execute("SELECT cursor FROM feeds WHERE feed=?", (feed,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
+    def record_poll(
+        self, feed: str, items: Sequence[Item], cursor: str | None, *, now: float, skip: bool
+    ) -> int:
+        """Store a poll's unseen items (as skipped when ``skip``), move the cursor; count them."""
+        state = SKIPPED if skip else NEW
+        added = 0
+        with self.transaction() as db:
+            for item in items:
+                data = None if skip else json.dumps(item.to_json())
+                added += db.execute(
+                    "INSERT OR IGNORE INTO items (feed, item_id, state, seen_at, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (feed, item.id, state, now, data),
+                ).rowcount
+            db.execute(
+                "INSERT INTO feeds (feed, cursor, polled_at) VALUES (?, ?, ?) ON CONFLICT (feed) "
+                "DO UPDATE SET cursor=excluded.cursor, polled_at=excluded.polled_at",
+                (feed, cursor, now),
+            )
+        return added
+
+    def new_items(self, feed: str) -> list[Item]:
+        """Items stored but not planned yet, oldest first (also those a crash left behind)."""
+        rows = self.db.execute(
+            "SELECT data FROM items WHERE feed=? AND state=? ORDER BY seen_at, rowid", (feed, NEW)
+        )
+        return [Item.from_json(json.loads(data)) for (data,) in rows]
+
+    def item(self, feed: str, item_id: str) -> Item | None:
+        row = self.db.execute(
+            "SELECT data FROM items WHERE feed=? AND item_id=?", (feed, item_id)
+        ).fetchone()
+        return Item.from_json(json.loads(row[0])) if row and row[0] else None
+
+    def save_plan(self, feed: str, item: Item, steps: Sequence[NewStep], *, now: float) -> None:
+        """Record the item's steps and mark it planned, atomically."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
+                (PLANNED, json.dumps(item.to_json()), feed, item.id),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
+                "payload, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s.id, feed, item.id, s.rule, s.kind, s.target, PENDING,
+                     json.dumps(s.payload), s.due_at, now)
+                    for s in steps
+                ],
+            )  # fmt: skip
+
+    def drop_item(self, feed: str, item_id: str) -> None:
+        self.db.execute(
+            "UPDATE items SET state=? WHERE feed=? AND item_id=?", (DROPPED, feed, item_id)
+        )
+
+    # --- the outbox ------------------------------------------------------------------
+
+    def pending_steps(self, kind: str) -> list[StepRecord]:
+        """Pending steps of ``kind`` in creation order; actions only once their rule delivered."""
+        ready = (
+            "" if kind == "deliver" else
+            " AND NOT EXISTS (SELECT 1 FROM steps d WHERE d.feed=s.feed AND d.item_id=s.item_id"
+            " AND d.rule=s.rule AND d.kind='deliver' AND d.status!='done')"
+        )  # fmt: skip
+        rows = self.db.execute(
+            "SELECT seq, id, feed, item_id, rule, kind, target, payload, attempts, due_at "
+            f"FROM steps s WHERE status=? AND kind=?{ready} ORDER BY seq",
+            (PENDING, kind),
+        )
+        return [
+            StepRecord(seq, sid, feed, item_id, rule, kind_, target, json.loads(payload), n, due)
+            for seq, sid, feed, item_id, rule, kind_, target, payload, n, due in rows
+        ]
+
+    def finish_step(self, step_id: str, *, now: float, status: str = DONE, error: str = "") -> None:
+        self.db.execute(
+            "UPDATE steps SET status=?, done_at=?, last_error=?, attempts=attempts+1 WHERE id=?",
+            (status, now, error or None, step_id),
+        )
+
+    def retry_step(self, step_id: str, *, due_at: float, error: str) -> None:
+        self.db.execute(
+            "UPDATE steps SET attempts=attempts+1, due_at=?, last_error=? WHERE id=?",
+            (due_at, error, step_id),
+        )
+
+    def cancel_actions(self, feed: str, item_id: str, rule: str, *, now: float) -> None:
+        """A delivery of this rule failed for good: its actions must not run."""
+        self.db.execute(
+            "UPDATE steps SET status=?, done_at=? WHERE feed=? AND item_id=? AND rule=? "
+            "AND kind='act' AND status=?",
+            (CANCELLED, now, feed, item_id, rule, PENDING),
+        )
+
+    def outbox_depth(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM steps WHERE status=?", (PENDING,)).fetchone()[0])
+
+    def prune(self, *, before: float, forget_before: float) -> None:
+        """Drop finished steps and item bodies older than ``before``; ids (for dedup) until
+        ``forget_before``."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM steps WHERE status!=? AND done_at<?", (PENDING, before))
+            db.execute(
+                "UPDATE items SET data=NULL WHERE state!=? AND seen_at<? AND data IS NOT NULL AND "
+                "NOT EXISTS (SELECT 1 FROM steps s WHERE s.feed=items.feed AND "
+                "s.item_id=items.item_id AND s.status=?)",
+                (NEW, before, PENDING),
+            )
+            db.execute(
+                "DELETE FROM items WHERE data IS NULL AND state!=? AND seen_at<?", (NEW, forget_before)
+            )
