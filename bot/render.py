@@ -37,13 +37,8 @@ from bot.text import find_links, html_to_text
 
 ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item) if f.name != "complete") | {"age"}
 BLOCKS = ("title", "message")
-_Reference = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
-_REFERENCES: tuple[type[_Reference], ...] = (
-    nodes.Extends,
-    nodes.Include,
-    nodes.Import,
-    nodes.FromImport,
-)
+_Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
+_REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*[\s/>]")
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
@@ -61,10 +56,9 @@ def truncate(value: object, length: int = 200, end: str = "…") -> str:
     if length <= len(end):
         return text[:length]
     room = length - len(end)
-    cut = text[:room]
-    boundary = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
-    if boundary >= room * 0.8:
-        cut = cut[:boundary]
+    # A space right after the cut also counts: the last word then fits whole.
+    boundary = max(text.rfind(space, 0, room + 1) for space in " \n\t")
+    cut = text[:boundary] if boundary >= room * 0.8 else text[:room]
     return cut.rstrip() + end
 
 
@@ -131,6 +125,12 @@ def _item_field(node: nodes.Node) -> str | None:
     inner = node.node
     is_item = isinstance(inner, nodes.Name) and inner.name == "item"
     return key if is_item and isinstance(key, str) and key in ITEM_FIELDS else None
+
+
+def _fields_used(asts: Sequence[nodes.Template], literal: bool) -> frozenset[str] | None:
+    parts = [template_fields(ast) for ast in asts]
+    known = [part for part in parts if part is not None]
+    return frozenset[str]().union(*known) if literal and len(known) == len(parts) else None
 
 
 def _const_name(node: nodes.Node) -> str | None:
@@ -232,15 +232,14 @@ class Renderer:
     def load(self, name: str, *, file: str = "", line: int | None = None) -> NamedTemplate:
         """`name` without extension; checks the blocks and every template it refers to."""
         root, filename = self._parse(f"{name}.j2", file=file, line=line)
-        others, literal = self._closure(root, filename)
+        asts, literal = self._closure(root, filename)
         # Blocks may come from a parent template; only an unreadable parent name defers the check.
-        asts = [root, *others.values()]
         missing = set(BLOCKS) - {b.name for ast in asts for b in ast.find_all(nodes.Block)}
         if missing and literal:
             blocks = " and ".join(repr(b) for b in sorted(missing))
             raise ConfigError(f"template {name!r} lacks block {blocks}", filename)
         template = self._env.get_template(f"{name}.j2")
-        return NamedTemplate(name, self._fields(root, others, literal), template)
+        return NamedTemplate(name, _fields_used(asts, literal), template)
 
     def inline(self, source: str, *, file: str = "", line: int | None = None) -> InlineTemplate:
         """A template given in a rule, e.g. `Code {{ code }}`."""
@@ -249,9 +248,9 @@ class Renderer:
             template = self._env.from_string(source)
         except TemplateSyntaxError as err:
             raise ConfigError(_syntax_message(err, inline=True), file, line) from None
-        others, literal = self._closure(ast, file)
+        asts, literal = self._closure(ast, file)
         label = _label("inline template", file, line)
-        return InlineTemplate(self._fields(ast, others, literal), template, label)
+        return InlineTemplate(_fields_used(asts, literal), template, label)
 
     def condition(self, source: str, *, file: str = "", line: int | None = None) -> Condition:
         """An `if:` condition, `{{ expression }}` or a bare expression."""
@@ -284,8 +283,8 @@ class Renderer:
         except TemplateSyntaxError as err:
             raise ConfigError(_syntax_message(err), err.filename or name, err.lineno) from None
 
-    def _closure(self, root: nodes.Template, file: str) -> tuple[dict[str, nodes.Template], bool]:
-        """What `root` extends, includes or imports, transitively; False if a name is a variable."""
+    def _closure(self, root: nodes.Template, file: str) -> tuple[list[nodes.Template], bool]:
+        """`root` and all it extends, includes or imports; False if a name is a variable."""
         found: dict[str, nodes.Template] = {}
         literal = True
         todo = [(root, file)]
@@ -298,18 +297,7 @@ class Renderer:
                 elif ref not in found:
                     found[ref], filename = self._parse(ref, file=where, line=node.lineno)
                     todo.append((found[ref], filename))
-        return found, literal
-
-    def _fields(
-        self, root: nodes.Template, others: Mapping[str, nodes.Template], literal: bool
-    ) -> frozenset[str] | None:
-        used: set[str] = set()
-        for ast in [root, *others.values()]:
-            part = template_fields(ast)
-            if part is None:
-                return None
-            used |= part
-        return frozenset(used) if literal else None
+        return [root, *found.values()], literal
 
 
 def _syntax_message(err: TemplateSyntaxError, *, inline: bool = False) -> str:

@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -286,7 +285,7 @@ class MailTdSim:
         """Queue ``kind`` for the next ``count`` matching requests; ``path`` is a substring.
 
         Params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``error``;
-        ``html`` takes ``status``.
+        ``html`` takes ``status``; ``reset`` takes ``before_headers`` (see ``_reset``).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
@@ -330,9 +329,7 @@ class MailTdSim:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     # The HTTP application.
@@ -362,7 +359,8 @@ class MailTdSim:
             try:
                 return await handler(request)
             except (KeyError, TypeError, ValueError) as err:
-                return web.json_response({"error": "invalid_request", "message": str(err)}, 400)
+                body = {"error": "invalid_request", "message": str(err)}
+                return web.json_response(body, status=400)
         arrived = self.clock()
         response = await self._respond(request, handler)
         status = 0 if response is None else response.status
@@ -378,8 +376,11 @@ class MailTdSim:
         if fault is not None and fault.kind == "latency":
             await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
             fault = None
+        if fault is not None and fault.kind == "reset":
+            await _reset(request, before_headers=bool(fault.params.get("before_headers")))
+            return None
         if fault is not None and fault.kind != "truncated":
-            return self._fault_response(fault, request)
+            return self._fault_response(fault)
         response = await self._serve(request, handler)
         return response if fault is None else _truncate(response)
 
@@ -391,12 +392,8 @@ class MailTdSim:
                 self.faults.remove(fault)
         return fault
 
-    def _fault_response(self, fault: Fault, request: web.Request) -> web.Response | None:
+    def _fault_response(self, fault: Fault) -> web.Response:
         status = int(fault.params.get("status", 502 if fault.kind == "html" else 500))
-        if fault.kind == "reset":
-            if request.transport is not None:
-                request.transport.abort()
-            return None
         if fault.kind == "html":
             page = _PROXY_PAGE.format(status=status, phrase=HTTPStatus(status).phrase)
             return web.Response(status=status, text=page, content_type="text/html")
@@ -592,6 +589,18 @@ async def _batch_ids(request: web.Request) -> set[str] | None:
     return set(ids)
 
 
+async def _reset(request: web.Request, *, before_headers: bool) -> None:
+    """Drop the connection; by default mid-body, because aiohttp clients silently retry an
+    idempotent request once when the connection drops before the response head."""
+    if not before_headers:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 64
+        await response.prepare(request)
+        await response.write(b'{"messages": [{"id": "')
+    if request.transport is not None:
+        request.transport.close()
+
+
 def _truncate(response: web.StreamResponse) -> web.Response:
     body = response.body if isinstance(response, web.Response) else None
     full = body if isinstance(body, bytes) and body else b'{"messages": [{"id": "'
@@ -652,7 +661,7 @@ def _notification(rng: random.Random, name: str, sender: str) -> dict[str, Any]:
     event = rng.choice(("commented on your issue", "mentioned you", "shared a file with you"))
     page = (
         f"<html><head><style>p{{color:#333}}</style></head><body><p><b>{who}</b> {event} "
-        f"on {name}.</p><p><a href=\"https://{sender.partition('@')[2]}/inbox\">Open</a></p>"
+        f'on {name}.</p><p><a href="https://{sender.partition("@")[2]}/inbox">Open</a></p>'
         "</body></html>"
     )
     return {"subject": f"{who} {event}", "html_body": page}

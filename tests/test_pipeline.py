@@ -1,0 +1,239 @@
+"""The whole path over HTTP: simulator → poll → store → rules → webhook → actions."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from bot.errors import RemoteError
+from bot.pipeline import Pipeline
+from bot.sources import Feed
+from tests.conftest import DEFAULT_RULES, Setup
+
+FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
+
+
+async def cycle(pipe: Pipeline) -> int:
+    added = await pipe.poll(FEED)
+    await pipe.flush()
+    return added
+
+
+def mail(setup: Setup, subject: str = "Hello", **kwargs: object) -> str:
+    kwargs.setdefault("text_body", f"Body of {subject}")
+    return setup.sim.add_message(setup.account, sender="bob@example.com", subject=subject, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_each_new_mail_is_notified_once_then_marked_read(setup: Setup) -> None:
+    ids = [mail(setup, f"mail {i}") for i in range(3)]
+    async with setup.pipeline() as pipe:
+        assert await cycle(pipe) == 3
+        assert await cycle(pipe) == 0
+        new = mail(setup, "later")
+        assert await cycle(pipe) == 1
+    assert sorted(b["item_id"] for b in setup.hook.received) == sorted([*ids, new])
+    assert setup.hook.duplicates() == 0
+    assert all(setup.sim.message(i).is_read for i in [*ids, new])
+
+
+async def test_the_webhook_payload_is_the_documented_one(setup: Setup) -> None:
+    mid = mail(setup, "Verify", html_body="<p>Go to <a href='https://x.example/verify?t=1'>link</a></p>", text_body=None)
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+    body = setup.hook.received[0]
+    assert set(body) == {"id", "rule", "account", "feed", "kind", "item_id", "title", "message",
+                         "url", "priority", "item", "extract"}  # fmt: skip
+    assert (body["rule"], body["account"], body["feed"], body["kind"]) == ("new-mail", "inbox", "messages", "email")
+    assert body["item_id"] == mid and body["title"] == "Verify"
+    assert "raw" not in body["item"]
+    assert body["item"]["links"] == ["https://x.example/verify?t=1"]
+    assert body["item"]["text"] == "Go to link"
+    assert setup.hook.keys[body["id"]] == 1
+
+
+async def test_backlog_skip_ignores_what_is_there_at_the_first_poll(setup: Setup) -> None:
+    mail(setup, "old")
+    async with setup.pipeline(backlog="skip") as pipe:
+        assert await cycle(pipe) == 1
+        assert setup.hook.received == []
+        fresh = mail(setup, "new")
+        await cycle(pipe)
+    assert [b["item_id"] for b in setup.hook.received] == [fresh]
+
+
+RULE_WITHOUT_BODY = """\
+- name: subjects
+  when: {kind: email, subject: {contains: invoice}}
+  notify: [{sink: screen, title: "{{ item.subject }}", message: "from {{ item.sender }}"}]
+"""
+
+RULE_WITH_BODY = """\
+- name: codes
+  when: {kind: email, text: {regex: '\\d{6}'}}
+  extract: {code: {from: text, regex: '(\\d{6})'}}
+  notify: [{sink: screen, title: "Code {{ code }}", message: ""}]
+"""
+
+
+def detail_requests(setup: Setup) -> int:
+    return sum(1 for r in setup.sim.requests if r.method == "GET" and "/messages/" in r.path)
+
+
+async def test_the_detail_is_fetched_only_when_a_rule_needs_the_body(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    mail(setup, "Your invoice")
+    async with setup.pipeline(RULE_WITHOUT_BODY) as pipe:
+        await cycle(pipe)
+    assert detail_requests(setup) == 0
+    assert "Your invoice" in capsys.readouterr().out
+
+
+async def test_a_rule_on_the_body_fetches_the_detail(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    mail(setup, "Welcome", text_body="Your code is 482913.")
+    async with setup.pipeline(RULE_WITH_BODY) as pipe:
+        await cycle(pipe)
+    assert detail_requests(setup) == 1
+    assert "Code 482913" in capsys.readouterr().out
+
+
+async def test_actions_wait_for_delivery_and_a_failing_sink_keeps_the_mail(setup: Setup) -> None:
+    mid = mail(setup, "important")
+    setup.hook.fail(503, count=1)
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+        assert setup.hook.received == [] and not setup.sim.message(mid).is_read
+        assert pipe.store.outbox_depth() == 2  # the delivery and the mark_read behind it
+        pipe.clock.time = lambda: time.time() + 3600  # type: ignore[method-assign]
+        await cycle(pipe)
+    assert [b["item_id"] for b in setup.hook.received] == [mid]
+    assert setup.sim.message(mid).is_read
+
+
+async def test_retry_after_is_honoured(setup: Setup) -> None:
+    mail(setup)
+    setup.hook.fail(429, headers={"Retry-After": "600"})
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+        (step,) = pipe.store.pending_steps("deliver")
+        assert step.due_at >= time.time() + 590
+        await pipe.flush()
+    assert setup.hook.received == []
+
+
+TWO_SINKS = """\
+- name: both
+  when: {kind: email}
+  notify: [{sink: screen, title: "{{ item.subject }}", message: ""}, {sink: hooks, template: email}]
+"""
+
+
+async def test_one_failing_sink_never_resends_to_another(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    mail(setup, "twice?")
+    setup.hook.fail(500, count=3)
+    async with setup.pipeline(TWO_SINKS) as pipe:
+        for hours in range(1, 5):
+            await cycle(pipe)
+            later = time.time() + hours * 7200
+            pipe.clock.time = lambda later=later: later  # type: ignore[method-assign]
+    assert capsys.readouterr().out.count("twice?") == 1
+    assert len(setup.hook.received) == 1
+
+
+async def test_a_permanent_failure_is_recorded_and_cancels_the_actions(setup: Setup) -> None:
+    mid = mail(setup)
+    setup.hook.fail(400)
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+        await cycle(pipe)
+        assert pipe.store.outbox_depth() == 0
+    assert setup.hook.received == [] and not setup.sim.message(mid).is_read
+
+
+@pytest.mark.parametrize("fault", ["status", "html", "truncated", "reset", "rate_limited", "quota"])
+async def test_a_failed_poll_changes_nothing_and_loses_nothing(setup: Setup, fault: str) -> None:
+    mid = mail(setup)
+    async with setup.pipeline() as pipe:
+        setup.sim.inject(fault, path="/messages")
+        with pytest.raises(RemoteError):
+            await pipe.poll(FEED)
+        assert pipe.store.cursor(FEED.key) == (False, None)
+        assert setup.hook.received == []
+        await cycle(pipe)
+    assert [b["item_id"] for b in setup.hook.received] == [mid]
+
+
+async def test_a_slow_upstream_times_out_without_state_change(setup: Setup) -> None:
+    mail(setup)
+    async with setup.pipeline() as pipe:
+        setup.sim.inject("latency", seconds=3.0)
+        with pytest.raises(RemoteError, match="timed out"):
+            await pipe.poll(FEED)
+        assert pipe.store.cursor(FEED.key) == (False, None)
+
+
+async def test_a_mail_whose_detail_fails_is_planned_at_a_later_poll(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    mail(setup, "Welcome", text_body="code 123456")
+    async with setup.pipeline(RULE_WITH_BODY) as pipe:
+        setup.sim.inject("status", status=502, path="/messages/")
+        with pytest.raises(RemoteError):
+            await pipe.poll(FEED)
+        assert capsys.readouterr().out == ""
+        await cycle(pipe)
+    assert "Code 123456" in capsys.readouterr().out
+
+
+async def test_an_expired_mail_is_dropped(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    gone = mail(setup, "expired one", text_body="code 111111")
+    mail(setup, "fine one", text_body="code 222222")
+    setup.sim.expire(gone)
+    async with setup.pipeline(RULE_WITH_BODY) as pipe:
+        await cycle(pipe)
+        await cycle(pipe)
+    out = capsys.readouterr().out
+    assert "Code 222222" in out and "111111" not in out
+
+
+async def test_unfinished_steps_resume_after_a_restart(setup: Setup) -> None:
+    mid = mail(setup)
+    async with setup.pipeline() as pipe:
+        await pipe.poll(FEED)  # planned, not delivered: then the process "dies"
+    assert setup.hook.received == []
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+    assert [b["item_id"] for b in setup.hook.received] == [mid]
+    assert setup.sim.message(mid).is_read
+
+
+MANY_ACTIONS = """\
+- name: delete-all
+  when: {kind: email}
+  then: [delete]
+"""
+
+
+async def test_a_rule_acting_on_too_many_items_is_refused(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    ids = [mail(setup, f"m{i}") for i in range(4)]
+    async with setup.pipeline(MANY_ACTIONS, extra="max_actions_per_poll: 3\n") as pipe:
+        await cycle(pipe)
+    assert "actions refused" in caplog.text
+    assert not any(setup.sim.message(i).deleted for i in ids)
+
+
+async def test_a_delayed_action_waits(setup: Setup) -> None:
+    mid = mail(setup)
+    rules = DEFAULT_RULES.replace("then: [mark_read]", "then: [{delete: {after: 1h}}]")
+    async with setup.pipeline(rules) as pipe:
+        await cycle(pipe)
+        assert not setup.sim.message(mid).deleted
+        pipe.clock.time = lambda: time.time() + 3601  # type: ignore[method-assign]
+        await pipe.flush()
+    assert setup.sim.message(mid).deleted
+
+
+async def test_item_content_is_never_evaluated_as_a_template(setup: Setup) -> None:
+    mail(setup, "{{ 7 * 7 }} {% raw %}", text_body="{{ item.__class__ }}")
+    async with setup.pipeline() as pipe:
+        await cycle(pipe)
+    assert setup.hook.received[0]["title"] == "{{ 7 * 7 }} {% raw %}"
+    assert setup.hook.received[0]["message"] == "{{ item.__class__ }}"
