@@ -47,8 +47,11 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            scheduler.shutdown(wait=False)
+            # pause, not shutdown: APScheduler's shutdown cancels running jobs at once
+            scheduler.pause()
+            await asyncio.sleep(0.01)  # jobs submitted just before see the stop and return
             await self._drain()
+            scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
@@ -89,6 +92,9 @@ class Daemon:
             await work(feed)
         except RemoteError:
             pass  # logged once by Health when the failing starts
+        except asyncio.CancelledError:
+            # cancelled by the stop bound; the store has every finished step
+            log.info("job cancelled", extra=fields(job=feed.key if feed else work.__name__))
         except Exception:
             log.exception("job failed", extra=fields(job=feed.key if feed else work.__name__))
         finally:

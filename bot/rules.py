@@ -94,12 +94,16 @@ class Extract:
     pattern: re.Pattern[str]
 
     def apply(self, fields: Mapping[str, Any]) -> str:
+        """The first group of the first match, or the match itself; from a list field
+        (``links``) without a group, the whole matching element. Empty when none."""
         value = fields.get(self.source)
-        texts = value if isinstance(value, list | tuple) else [value]
-        for text in texts:
+        listed = isinstance(value, list | tuple)
+        for text in value if listed else [value]:
             match = self.pattern.search(str(text)) if text is not None else None
+            if match and self.pattern.groups:
+                return match.group(1) or ""
             if match:
-                return match.group(1) if self.pattern.groups else match.group(0)
+                return str(text) if listed else match.group(0)
         return ""
 
 

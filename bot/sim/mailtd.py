@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 from http import HTTPStatus
 from typing import Any
@@ -130,20 +131,14 @@ class SimMessage:
         }
 
     def detail(self, address: str) -> dict[str, Any]:
+        fields = self.summary()
+        del fields["preview_text"], fields["is_read"]  # the detail has neither
         files = [
             {"index": n, "filename": name, "content_type": kind, "size": len(data)}
             for n, (name, kind, data) in enumerate(self.attachments)
         ]
-        return {
-            **{k: v for k, v in self.summary().items() if k in ("id", "sender", "from")},
-            "subject": self.subject,
-            "address": address,
-            "size": len(self.source),
-            "created_at": _rfc3339(self.created_at),
-            "text_body": self.text_body,
-            "html_body": self.html_body,
-            "attachments": files,
-        }
+        bodies = {"text_body": self.text_body, "html_body": self.html_body}
+        return {**fields, "address": address, **bodies, "attachments": files}
 
 
 def _build_source(msg: SimMessage, address: str) -> bytes:
@@ -157,12 +152,12 @@ def _build_source(msg: SimMessage, address: str) -> bytes:
         eml.set_content(msg.text_body)
         if msg.html_body is not None:
             eml.add_alternative(msg.html_body, subtype="html")
-    else:
-        eml.set_content(msg.html_body or "", subtype="html" if msg.html_body else "plain")
+    elif msg.html_body is not None:
+        eml.set_content(msg.html_body, subtype="html")
     for filename, content_type, data in msg.attachments:
         maintype, _, subtype = content_type.partition(";")[0].strip().partition("/")
         eml.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return eml.as_bytes()
+    return eml.as_bytes(policy=SMTP)  # CRLF line ends, as stored by mail servers
 
 
 @dataclass
@@ -260,9 +255,17 @@ class MailTdSim:
         if owner is None:
             raise KeyError(f"no such account: {account}")
         msg = SimMessage(
-            str(uuid.uuid4()), owner.id, sender, from_name, subject, text_body, html_body,
-            list(attachments), created_at or self.now(), is_read,
-        )  # fmt: skip
+            id=str(uuid.uuid4()),
+            account_id=owner.id,
+            sender=sender,
+            from_name=from_name,
+            subject=subject,
+            text_body=text_body,
+            html_body=html_body,
+            attachments=list(attachments),
+            created_at=created_at or self.now(),
+            is_read=is_read,
+        )
         msg.source = _build_source(msg, owner.address)
         self.messages[msg.id] = msg
         return msg.id
@@ -364,10 +367,11 @@ class MailTdSim:
         arrived = self.clock()
         response = await self._respond(request, handler)
         status = 0 if response is None else response.status
-        entry = SimRequest(arrived, request.method, request.path, request.query_string, status,
-                           _bearer(request))  # fmt: skip
-        self.requests.append(entry)
-        return response or web.Response()  # a reset transport swallows this quietly
+        query, token = request.query_string, _bearer(request)
+        self.requests.append(
+            SimRequest(arrived, request.method, request.path, query, status, token)
+        )
+        return web.Response() if response is None else response  # a closed transport drops it
 
     async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
         if self.down:
@@ -481,10 +485,8 @@ class MailTdSim:
     async def _source(self, request: web.Request) -> web.Response:
         msg = self._message(request, readable=True)
         disposition = 'attachment; filename="message.eml"'
-        return web.Response(
-            body=msg.source, content_type="message/rfc822",
-            headers={"Content-Disposition": disposition},
-        )  # fmt: skip
+        headers = {"Content-Disposition": disposition}
+        return web.Response(body=msg.source, content_type="message/rfc822", headers=headers)
 
     async def _attachment(self, request: web.Request) -> web.Response:
         msg = self._message(request, readable=True)
@@ -648,8 +650,8 @@ def _receipt(rng: random.Random, name: str, sender: str) -> dict[str, Any]:
 
 def _newsletter(rng: random.Random, name: str, sender: str) -> dict[str, Any]:
     topics = rng.sample(["new dashboard", "faster builds", "dark mode", "API v2", "pricing"], 3)
-    lines = [f"- {topic.capitalize()}: read more at https://{sender.partition('@')[2]}/blog"
-             for topic in topics]  # fmt: skip
+    blog = f"https://{sender.partition('@')[2]}/blog"
+    lines = [f"- {topic.capitalize()}: read more at {blog}" for topic in topics]
     text = f"What's new at {name} this month\n\n" + "\n".join(lines) + "\n\nUnsubscribe anytime."
     items = "".join(f"<li>{topic.capitalize()}</li>" for topic in topics)
     page = f"<html><body><h1>What's new at {name}</h1><ul>{items}</ul></body></html>"
