@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import html
 import random
 import re
 import secrets
+import signal
 import time
 import uuid
 from collections import deque
@@ -85,13 +85,13 @@ def _bearer(request: web.Request) -> str | None:
 
 @dataclass
 class SimAccount:
-    """A mailbox; ``ops_limit`` and ``rate_limit`` start as the simulator's defaults."""
+    """A mailbox; limits left at None follow the simulator's ``rate_limit`` and ``quota``."""
 
     id: str
     address: str
     token: str
-    rate_limit: float
-    ops_limit: int | None
+    rate_limit: float | None = None  # e.g. 10 for a Pro user
+    ops_limit: int | None = None
     ops_used: int = 0
     ops_month: str = ""
 
@@ -227,8 +227,6 @@ class MailTdSim:
             id=account_id or str(uuid.uuid4()),
             address=address.lower(),
             token=token or f"td_{secrets.token_hex(20)}",
-            rate_limit=self.rate_limit,
-            ops_limit=self.quota,
         )
         self.accounts[account.id] = account
         self._tokens[account.token] = account
@@ -413,7 +411,7 @@ class MailTdSim:
             if not self._admit(f"ip:{request.remote}", ANON_RATE_LIMIT):
                 return _error(429, "rate_limit_exceeded")
             return _error(401, "invalid_or_expired_token" if token else "unauthorized")
-        if not self._admit(f"token:{token}", account.rate_limit):
+        if not self._admit(f"token:{token}", account.rate_limit or self.rate_limit):
             return _error(429, "rate_limit_exceeded")
         if not self._charge_op(account):
             return _error(429, self.quota_code)
@@ -440,7 +438,8 @@ class MailTdSim:
         month = self.now().strftime("%Y-%m")
         if account.ops_month != month:
             account.ops_month, account.ops_used = month, 0
-        if account.ops_limit is not None and account.ops_used >= account.ops_limit:
+        limit = self.quota if account.ops_limit is None else account.ops_limit
+        if limit is not None and account.ops_used >= limit:
             return False
         account.ops_used += 1
         return True
@@ -692,12 +691,15 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     for n in range(args.accounts):
         seed_realistic(sim, sim.add_account(f"demo{n + 1}@mail.td"), args.messages, rng)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await sim.start(args.host, args.port)
     try:
         print(f"Mail.td simulator at {sim.base_url}", flush=True)
         for account in sim.accounts.values():
             print(f"  {account.address} id={account.id} token={account.token}", flush=True)
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await sim.stop()
 
@@ -712,8 +714,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quota", type=int, default=None, help="monthly ops per account")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the mails")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args))
+    asyncio.run(_serve_forever(args))
 
 
 if __name__ == "__main__":

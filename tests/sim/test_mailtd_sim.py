@@ -330,6 +330,15 @@ async def test_rate_limit_per_token() -> None:
     assert sim.max_requests_in_window(1.0, account.token) == 9  # 8 at t, 1 at t+0.999
 
 
+async def test_pro_rate_limit_per_account() -> None:
+    async with MailTdSim(clock=FakeClock()) as sim:
+        pro = sim.add_account("pro@mail.td")
+        pro.rate_limit = 10
+        headers = {"Authorization": f"Bearer {pro.token}"}
+        async with aiohttp.ClientSession(sim.base_url, headers=headers) as http:
+            assert await status_of(http, inbox(pro), 11) == [200] * 10 + [429]
+
+
 async def test_rate_limit_with_the_real_clock() -> None:
     async with MailTdSim(rate_limit=4) as sim:
         account = sim.add_account("alice@mail.td")
@@ -360,6 +369,8 @@ async def test_monthly_quota() -> None:
             assert await call(http, "GET", inbox(account)) == (429, {"error": "ops_quota_exceeded"})
             month[0] = T0 + timedelta(days=31)
             assert await status_of(http, inbox(account)) == [200]
+            account.ops_limit = 1
+            assert await call(http, "GET", inbox(account)) == (429, {"error": "ops_quota_exceeded"})
 
 
 # Faults.
