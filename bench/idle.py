@@ -62,7 +62,11 @@ def main() -> None:
         hwm = status_kb(proc.pid, "VmHWM")
         stop = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
         stopped = time.monotonic() - stop
         log.close()
         lines = (folder / "inboxbot.log").read_text().splitlines()

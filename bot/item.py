@@ -58,9 +58,10 @@ class Item:
         return data
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe form, for the store and the webhook payload."""
-        data = dataclasses.asdict(self)
+        """A JSON-safe form, for the store and the webhook payload (shallow: no deep copy)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["created_at"] = self.created_at.isoformat()
+        data["attachments"] = [dataclasses.asdict(a) for a in self.attachments]
         data["links"] = list(self.links)
         data["raw"] = dict(self.raw)
         return data

@@ -111,15 +111,16 @@ class Pipeline:
         return added
 
     async def plan_new(self, feed: Feed) -> None:
-        """Plan every stored item of ``feed`` not planned yet, within the action limit."""
-        planned: list[tuple[Item, list[NewStep]]] = []
+        """Plan every stored item of ``feed`` not planned yet (also those a crash left), each
+        saved as it is planned; then release the actions, within the per-poll limit."""
         for item in self.store.new_items(feed.key):
-            result = await self._plan_item(item)
-            if result is not None:
-                planned.append(result)
-        self._limit_actions(feed, planned)
-        for item, steps in planned:
-            self.store.save_plan(feed.key, item, steps, now=self.clock.time())
+            planned = await self._plan_item(item)
+            if planned is not None:
+                self.store.save_plan(feed.key, *planned, now=self.clock.time())
+        limit = self.config.max_actions_per_poll
+        refused = self.store.release_actions(feed.key, limit, now=self.clock.time())
+        for rule, count in sorted(refused.items()):
+            log.error("actions refused", extra=fields(rule=rule, feed=feed.key, items=count, max_actions_per_poll=limit))
 
     async def _plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
         if not item.complete and any(r.needs_detail and item.account in r.accounts for r in self.rules):
@@ -161,18 +162,6 @@ class Pipeline:
             payload = {"args": dict(a.args), "message": a.message.render(ctx) if a.message else None}
             due += a.after.total_seconds() if a.after else 0.0
         return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
-
-    def _limit_actions(self, feed: Feed, planned: list[tuple[Item, list[NewStep]]]) -> None:
-        counts: dict[str, int] = defaultdict(int)
-        for _, steps in planned:
-            for rule in {s.rule for s in steps if s.kind == "act"}:
-                counts[rule] += 1
-        limit = self.config.max_actions_per_poll
-        refused = {rule for rule, n in counts.items() if n > limit}
-        for rule in sorted(refused):
-            log.error("actions refused", extra=fields(rule=rule, feed=feed.key, items=counts[rule], max_actions_per_poll=limit))
-        for index, (item, steps) in enumerate(planned):
-            planned[index] = (item, [s for s in steps if not (s.kind == "act" and s.rule in refused)])
 
     # --- deliver ---------------------------------------------------------------------
 

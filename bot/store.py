@@ -38,6 +38,9 @@ MIGRATIONS = (
 
 NEW, PLANNED, SKIPPED, DROPPED = "new", "planned", "skipped", "dropped"
 PENDING, DONE, FAILED, CANCELLED = "pending", "done", "failed", "cancelled"
+# Actions wait as HELD until their poll's batch is planned: then the count per rule is
+# known, and a rule over ``max_actions_per_poll`` gets its actions REFUSED.
+HELD, REFUSED = "held", "refused"
 
 
 @dataclass(frozen=True)
@@ -105,21 +108,33 @@ class Store:
     ) -> int:
         """Store a poll's unseen items (as skipped when ``skip``), move the cursor; count them."""
         state = SKIPPED if skip else NEW
-        added = 0
         with self.transaction() as db:
-            for item in items:
-                data = None if skip else json.dumps(item.to_json())
-                added += db.execute(
-                    "INSERT OR IGNORE INTO items (feed, item_id, state, seen_at, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (feed, item.id, state, now, data),
-                ).rowcount
+            known = self._known(feed, [item.id for item in items])
+            unseen = {item.id: item for item in items if item.id not in known}
+            db.executemany(
+                "INSERT INTO items (feed, item_id, state, seen_at, data) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (feed, item.id, state, now, None if skip else json.dumps(item.to_json()))
+                    for item in unseen.values()
+                ],
+            )
             db.execute(
                 "INSERT INTO feeds (feed, cursor, polled_at) VALUES (?, ?, ?) ON CONFLICT (feed) "
                 "DO UPDATE SET cursor=excluded.cursor, polled_at=excluded.polled_at",
                 (feed, cursor, now),
             )
-        return added
+        return len(unseen)
+
+    def _known(self, feed: str, ids: list[str]) -> set[str]:
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT item_id FROM items WHERE feed=? AND item_id IN ({marks})", (feed, *chunk)
+            )
+            known.update(row[0] for row in rows)
+        return known
 
     def new_items(self, feed: str) -> list[Item]:
         """Items stored but not planned yet, oldest first (also those a crash left behind)."""
@@ -135,7 +150,7 @@ class Store:
         return Item.from_json(json.loads(row[0])) if row and row[0] else None
 
     def save_plan(self, feed: str, item: Item, steps: Sequence[NewStep], *, now: float) -> None:
-        """Record the item's steps and mark it planned, atomically."""
+        """Record the item's steps (actions held) and mark it planned, atomically."""
         with self.transaction() as db:
             db.execute(
                 "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
@@ -145,11 +160,28 @@ class Store:
                 "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
                 "payload, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.id, feed, item.id, s.rule, s.kind, s.target, PENDING,
-                     json.dumps(s.payload), s.due_at, now)
+                    (s.id, feed, item.id, s.rule, s.kind, s.target,
+                     HELD if s.kind == "act" else PENDING, json.dumps(s.payload), s.due_at, now)
                     for s in steps
                 ],
             )  # fmt: skip
+
+    def release_actions(self, feed: str, limit: int, *, now: float) -> dict[str, int]:
+        """Let held actions run, except a rule's that acts on more than ``limit`` items;
+        those are refused. Returns the refused rules with their item counts."""
+        with self.transaction() as db:
+            counts = db.execute(
+                "SELECT rule, count(DISTINCT item_id) FROM steps WHERE feed=? AND status=? "
+                "GROUP BY rule", (feed, HELD)
+            ).fetchall()  # fmt: skip
+            refused = {rule: n for rule, n in counts if n > limit}
+            for rule in refused:
+                db.execute(
+                    "UPDATE steps SET status=?, done_at=? WHERE feed=? AND rule=? AND status=?",
+                    (REFUSED, now, feed, rule, HELD),
+                )
+            db.execute("UPDATE steps SET status=? WHERE feed=? AND status=?", (PENDING, feed, HELD))
+        return refused
 
     def drop_item(self, feed: str, item_id: str) -> None:
         self.db.execute(
@@ -191,8 +223,8 @@ class Store:
         """A delivery of this rule failed for good: its actions must not run."""
         self.db.execute(
             "UPDATE steps SET status=?, done_at=? WHERE feed=? AND item_id=? AND rule=? "
-            "AND kind='act' AND status=?",
-            (CANCELLED, now, feed, item_id, rule, PENDING),
+            "AND kind='act' AND status IN (?, ?)",
+            (CANCELLED, now, feed, item_id, rule, PENDING, HELD),
         )
 
     def outbox_depth(self) -> int:
@@ -202,7 +234,9 @@ class Store:
         """Drop finished steps and item bodies older than ``before``; ids (for dedup) until
         ``forget_before``."""
         with self.transaction() as db:
-            db.execute("DELETE FROM steps WHERE status!=? AND done_at<?", (PENDING, before))
+            db.execute(
+                "DELETE FROM steps WHERE status NOT IN (?, ?) AND done_at<?", (PENDING, HELD, before)
+            )
             db.execute(
                 "UPDATE items SET data=NULL WHERE state!=? AND seen_at<? AND data IS NOT NULL AND "
                 "NOT EXISTS (SELECT 1 FROM steps s WHERE s.feed=items.feed AND "

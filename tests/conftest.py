@@ -53,7 +53,9 @@ class Setup:
     hook: HookReceiver
     account: SimAccount
 
-    def write(self, rules: str = DEFAULT_RULES, *, backlog: str = "notify", extra: str = "") -> Path:
+    def write(
+        self, rules: str = DEFAULT_RULES, *, backlog: str = "notify", extra: str = "", rate: int = 4
+    ) -> Path:
         (self.tmp / "templates").mkdir(exist_ok=True)
         (self.tmp / "templates" / "email.j2").write_text(TEMPLATE)
         (self.tmp / "rules.yaml").write_text(rules)
@@ -68,6 +70,7 @@ accounts:
     token: {self.account.token}
     every: 1s
     timeout: 2s
+    rate: {rate}
 sinks:
   hooks: {{type: webhook, url: "{self.hook.url}"}}
   screen: {{type: console}}

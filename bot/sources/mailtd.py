@@ -84,7 +84,8 @@ class MailTdSource(Source):
 
     async def _page(self, page: int) -> list[Item]:
         data = await self._json("GET", f"{self.prefix}?page={page}")
-        messages = data.get("messages") if isinstance(data, dict) else None
+        # the documented key is `messages`; one SDK README says `data`; accept a bare list too
+        messages = data.get("messages", data.get("data")) if isinstance(data, dict) else data
         if not isinstance(messages, list):
             raise TransientError(f"page {page}: no messages list in the answer", service=self.name)
         return [self._summary(m) for m in messages]
