@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.config import Config, load_config
+from bot.config import Config, Model, load_config
 from bot.errors import ConfigError, ConfigErrors
 from bot.pipeline import Clock, Pipeline
 from bot.render import Renderer
@@ -38,7 +38,7 @@ class Loaded:
 
 def load(path: Path) -> Loaded:
     """Read and check everything; raises ConfigErrors with every problem found."""
-    registries = {
+    registries: dict[str, dict[str, type[Model]]] = {
         "accounts": {t: s.config_model for t, s in SOURCES.items()},
         "sinks": {t: s.config_model for t, s in SINKS.items()},
     }
@@ -54,7 +54,9 @@ def load(path: Path) -> Loaded:
 
 
 @asynccontextmanager
-async def running(loaded: Loaded, state: Path, clock: Clock | None = None) -> AsyncIterator[Pipeline]:
+async def running(
+    loaded: Loaded, state: Path, clock: Clock | None = None
+) -> AsyncIterator[Pipeline]:
     """The store, the HTTP session, sources and sinks, opened in order and closed in reverse,
     also when opening fails halfway."""
     async with AsyncExitStack() as stack:
@@ -70,4 +72,6 @@ async def running(loaded: Loaded, state: Path, clock: Clock | None = None) -> As
         sinks = {name: SINKS[s.type](name, s, session) for name, s in config.sinks.items()}
         for sink in sinks.values():
             stack.push_async_callback(sink.close)
-        yield Pipeline(config, sources, sinks, loaded.rules, loaded.renderer, store, clock or Clock())
+        yield Pipeline(
+            config, sources, sinks, loaded.rules, loaded.renderer, store, clock or Clock()
+        )

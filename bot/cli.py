@@ -37,7 +37,9 @@ COMMANDS = {
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="inboxbot", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="inboxbot",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"inboxbot {__version__}")
     p.add_argument("-c", "--config", type=Path, help="configuration file (INBOXBOT_CONFIG)")

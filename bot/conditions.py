@@ -72,7 +72,7 @@ class WhenCompiler:
             raise self.error(path, "conditions must be a mapping of fields to values")
         parts = [self._entry(key, value, (*path, key)) for key, value in spec.items()]
         preds = [p.predicate for p in parts]
-        return Compiled(lambda f: all(p(f) for p in preds), _union(p.fields for p in parts))
+        return Compiled(lambda f: all(p(f) for p in preds), union_fields(p.fields for p in parts))
 
     def _entry(self, key: str, value: Any, path: Path_) -> Compiled:
         if key in ("any", "all"):
@@ -96,7 +96,7 @@ class WhenCompiler:
         parts = [self.compile(v, (*path, i)) for i, v in enumerate(value)]
         preds = [p.predicate for p in parts]
         join = any if key == "any" else all
-        return Compiled(lambda f: join(p(f) for p in preds), _union(p.fields for p in parts))
+        return Compiled(lambda f: join(p(f) for p in preds), union_fields(p.fields for p in parts))
 
     def _value_test(self, key: str, value: Any, path: Path_) -> Callable[[Any], bool]:
         if isinstance(value, list):
@@ -120,7 +120,9 @@ class WhenCompiler:
             return self._text_test(op, arg, path)
         if op in _COMPARE:
             want, cmp = self._operand(key, arg, path), _COMPARE[op]
-            return lambda x: x is not None and _comparable(x) is not None and cmp(_comparable(x), want)
+            return lambda x: (
+                x is not None and _comparable(x) is not None and cmp(_comparable(x), want)
+            )
         if op == "in":
             if not isinstance(arg, list):
                 raise self.error(path, "in takes a list of values")
@@ -167,7 +169,7 @@ def _comparable(value: Any) -> Any:
     return None
 
 
-def _union(parts: Any) -> frozenset[str] | None:
+def union_fields(parts: Any) -> frozenset[str] | None:
     result: set[str] = set()
     for fields in parts:
         if fields is None:

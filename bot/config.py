@@ -32,7 +32,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 def parse_duration(value: Any) -> Any:
     """``30s``, ``2m``, ``1h30m``, ``1d`` or a number of seconds → timedelta."""
-    if isinstance(value, timedelta) or isinstance(value, bool):
+    if isinstance(value, timedelta | bool):
         return value
     if isinstance(value, int | float):
         return timedelta(seconds=value)
@@ -149,16 +149,16 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
     doc = load_yaml(path)
     data = doc.data
     if not isinstance(data, dict):
-        raise ConfigErrors([ConfigError("the file must be a mapping (accounts:, sinks:, …)", doc.file, 1)])
+        raise ConfigErrors(
+            [ConfigError("the file must be a mapping (accounts:, sinks:, …)", doc.file, 1)]
+        )
     errors: list[ConfigError] = []
     typed: dict[str, dict[str, Any]] = {}
     for section, registry in registries.items():
         typed[section] = _typed_section(doc, section, data.get(section), registry, errors)
     top = {k: v for k, v in data.items() if k not in registries}
     try:
-        config = Config.model_validate(
-            {**top, **typed, "base_dir": path.parent}
-        )
+        config = Config.model_validate({**top, **typed, "base_dir": path.parent})
     except ValidationError as err:
         errors += validation_errors(doc, (), err)
     if errors:
@@ -186,7 +186,9 @@ def _typed_section(
         if model is None:
             allowed = ", ".join(sorted(registry))
             shown = "missing" if kind is None else repr(kind)
-            errors.append(doc.error((*where, "type"), f"{dotted(where)}.type: {shown}; allowed: {allowed}"))
+            errors.append(
+                doc.error((*where, "type"), f"{dotted(where)}.type: {shown}; allowed: {allowed}")
+            )
             continue
         try:
             result[name] = model.model_validate(body)

@@ -29,7 +29,9 @@ PRUNE_EVERY = timedelta(hours=6)
 
 
 class Daemon:
-    def __init__(self, pipeline: Pipeline, feeds: list[Feed], *, stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self, pipeline: Pipeline, feeds: list[Feed], *, stop_timeout: float = 10.0
+    ) -> None:
         self.pipeline = pipeline
         self.feeds = feeds
         self.stop_timeout = stop_timeout

@@ -46,7 +46,9 @@ async def run_demo(settings: Settings, duration: float | None) -> int:
         except (ConfigError, ConfigErrors) as err:
             print(err)
             return 2
-        print(f"demo: Mail.td simulator at {sim.base_url}; a new mail every few seconds; Ctrl-C stops")
+        print(
+            f"demo: Mail.td simulator at {sim.base_url}; a new mail every few seconds; Ctrl-C stops"
+        )
         with tempfile.TemporaryDirectory(prefix="inboxbot-demo-") as tmp:
             async with running(loaded, Path(tmp) / "state.db") as pipeline:
                 daemon = Daemon(pipeline, loaded.feeds(), stop_timeout=settings.stop_timeout)

@@ -75,7 +75,9 @@ class Response:
         """The decoded body; an HTML page or a cut-off body is a transient failure."""
         if not self.is_json():
             kind = "an HTML page" if b"<html" in self.body[:500].lower() else "a non-JSON body"
-            raise TransientError(f"{self.what} answered {kind}", service=service, status=self.status)
+            raise TransientError(
+                f"{self.what} answered {kind}", service=service, status=self.status
+            )
         try:
             return json.loads(self.body)
         except ValueError:
@@ -118,13 +120,17 @@ def retry_after(headers: Mapping[str, str], now: datetime | None = None) -> floa
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
-def classify(resp: Response, service: str, detail: str = "") -> TransientError | AuthError | PermanentError:
+def classify(
+    resp: Response, service: str, detail: str = ""
+) -> TransientError | AuthError | PermanentError:
     """The default meaning of a failed status; modules refine it where their API differs."""
     what = f"{resp.what} → HTTP {resp.status}{f' ({detail})' if detail else ''}"
     if resp.status in (401, 403):
         return AuthError(what, service=service, status=resp.status)
     if resp.status in (408, 425, 429) or resp.status >= 500:
-        return TransientError(what, service=service, status=resp.status, retry_after=retry_after(resp.headers))
+        return TransientError(
+            what, service=service, status=resp.status, retry_after=retry_after(resp.headers)
+        )
     return PermanentError(what, service=service, status=resp.status)
 
 

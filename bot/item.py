@@ -73,4 +73,3 @@ class Item:
         values["attachments"] = tuple(Attachment(**a) for a in values.get("attachments", ()))
         values["links"] = tuple(values.get("links", ()))
         return cls(**values)
-

@@ -56,7 +56,9 @@ def setup_logging(level: str, fmt: str) -> None:
     """Log to stderr; journald stamps lines itself, so no time is printed under it."""
     handler = logging.StreamHandler(sys.stderr)
     under_journald = bool(os.environ.get("JOURNAL_STREAM"))
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter(not under_journald))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else KeyValueFormatter(not under_journald)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

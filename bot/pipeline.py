@@ -19,7 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.config import Config
-from bot.errors import AuthError, GoneError, PermanentError, RemoteError, RenderError, TransientError
+from bot.errors import (
+    AuthError,
+    GoneError,
+    PermanentError,
+    RemoteError,
+    RenderError,
+    TransientError,
+)
 from bot.http import RateLimiter
 from bot.item import Item
 from bot.logs import fields
@@ -49,7 +56,8 @@ class Clock:
 
 def backoff(attempts: int, hint: float | None) -> float:
     """Exponential with jitter; a remote's own hint wins when it asks for longer."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts, 20)) * random.uniform(0.5, 1.0)
+    delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts, 20))
+    delay *= random.uniform(0.5, 1.0)
     return max(delay, hint) if hint is not None else delay
 
 
@@ -103,7 +111,9 @@ class Pipeline:
             self.health.failed(feed.key, err)
             raise
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
-        added = self.store.record_poll(feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip)
+        added = self.store.record_poll(
+            feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip
+        )
         self.health.ok(feed.key)
         if added:
             log.info("polled", extra=fields(feed=feed.key, new=added, backlog_skipped=skip))
@@ -120,21 +130,36 @@ class Pipeline:
         limit = self.config.max_actions_per_poll
         refused = self.store.release_actions(feed.key, limit, now=self.clock.time())
         for rule, count in sorted(refused.items()):
-            log.error("actions refused", extra=fields(rule=rule, feed=feed.key, items=count, max_actions_per_poll=limit))
+            log.error(
+                "actions refused",
+                extra=fields(rule=rule, feed=feed.key, items=count, max_actions_per_poll=limit),
+            )
 
     async def _plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
-        if not item.complete and any(r.needs_detail and item.account in r.accounts for r in self.rules):
+        if not item.complete and any(
+            r.needs_detail and item.account in r.accounts for r in self.rules
+        ):
             try:
                 item = await self.sources[item.account].complete(item)
             except GoneError as err:
-                log.info("item gone", extra=fields(feed=f"{item.account}/{item.feed}", item=item.id, reason=err.message))
+                log.info(
+                    "item gone",
+                    extra=fields(
+                        feed=f"{item.account}/{item.feed}", item=item.id, reason=err.message
+                    ),
+                )
                 self.store.drop_item(f"{item.account}/{item.feed}", item.id)
                 return None
         now = self.clock.now()
         context = {"item": item.fields(now), "account": item.account, "now": now}
         steps: list[NewStep] = []
         for match in plan(self.rules, item, context):
-            log.info("matched", extra=fields(rule=match.rule.name, feed=f"{item.account}/{item.feed}", item=item.id))
+            log.info(
+                "matched",
+                extra=fields(
+                    rule=match.rule.name, feed=f"{item.account}/{item.feed}", item=item.id
+                ),
+            )
             steps += self._render(match, item, now)
         return item, steps
 
@@ -143,23 +168,47 @@ class Pipeline:
         try:
             return [self._new_step(step, match, item, ctx, now) for step in match.steps]
         except RenderError as err:
-            log.error("render failed", extra=fields(rule=match.rule.name, item=item.id, error=str(err)))
+            log.error(
+                "render failed", extra=fields(rule=match.rule.name, item=item.id, error=str(err))
+            )
             return []
 
-    def _new_step(self, step: Step, match: Match, item: Item, ctx: dict[str, Any], now: datetime) -> NewStep:
+    def _new_step(
+        self, step: Step, match: Match, item: Item, ctx: dict[str, Any], now: datetime
+    ) -> NewStep:
         due = now.timestamp()
         if step.notify is not None:
             n = step.notify
-            title, message = n.template.render(ctx) if n.template else (
-                n.title.render(ctx) if n.title else "", n.message.render(ctx) if n.message else "")
+            title, message = (
+                n.template.render(ctx)
+                if n.template
+                else (
+                    n.title.render(ctx) if n.title else "",
+                    n.message.render(ctx) if n.message else "",
+                )
+            )
             payload = Notification(
-                step.id, match.rule.name, item.account, item.feed, item.kind, item.id, title, message,
-                item.url, n.priority, _public(item), dict(match.extract), dict(n.options),
+                step.id,
+                match.rule.name,
+                item.account,
+                item.feed,
+                item.kind,
+                item.id,
+                title,
+                message,
+                item.url,
+                n.priority,
+                _public(item),
+                dict(match.extract),
+                dict(n.options),
             ).to_json()
         else:
             assert step.action is not None
             a = step.action
-            payload = {"args": dict(a.args), "message": a.message.render(ctx) if a.message else None}
+            payload = {
+                "args": dict(a.args),
+                "message": a.message.render(ctx) if a.message else None,
+            }
             due += a.after.total_seconds() if a.after else 0.0
         return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
 
@@ -176,7 +225,10 @@ class Pipeline:
     async def _deliver_to(self, name: str, steps: list[StepRecord]) -> None:
         sink = self.sinks.get(name)
         if sink is None:
-            self.health.failed(f"sink {name}", PermanentError("sink is no longer configured; its notifications wait"))
+            self.health.failed(
+                f"sink {name}",
+                PermanentError("sink is no longer configured; its notifications wait"),
+            )
             return
         for step in steps:
             if step.due_at > self.clock.time():
@@ -193,10 +245,15 @@ class Pipeline:
         except (TransientError, AuthError) as err:
             self.health.failed(key, err)
             hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
-            self.store.retry_step(step.id, due_at=self.clock.time() + backoff(step.attempts, hint), error=str(err))
+            self.store.retry_step(
+                step.id, due_at=self.clock.time() + backoff(step.attempts, hint), error=str(err)
+            )
             return False
         except PermanentError as err:
-            log.error("delivery failed", extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)))
+            log.error(
+                "delivery failed",
+                extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)),
+            )
             self.store.finish_step(step.id, now=self.clock.time(), status=FAILED, error=str(err))
             self.store.cancel_actions(step.feed, step.item_id, step.rule, now=self.clock.time())
             return True
@@ -226,9 +283,15 @@ class Pipeline:
         items = [self.store.item(feed, s.item_id) for s in steps]
         if source is None or any(i is None for i in items):
             for s in steps:
-                self.store.finish_step(s.id, now=self.clock.time(), status=CANCELLED, error="account or item gone")
+                self.store.finish_step(
+                    s.id, now=self.clock.time(), status=CANCELLED, error="account or item gone"
+                )
             return
-        args = {k: v for k, v in {**steps[0].payload["args"], "message": steps[0].payload["message"]}.items() if v is not None}
+        args = {
+            k: v
+            for k, v in {**steps[0].payload["args"], "message": steps[0].payload["message"]}.items()
+            if v is not None
+        }
         try:
             await source.act(action, args, [i for i in items if i is not None])
         except GoneError:
@@ -237,10 +300,15 @@ class Pipeline:
             self.health.failed(f"{account} actions", err)
             for s in steps:
                 hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
-                self.store.retry_step(s.id, due_at=self.clock.time() + backoff(s.attempts, hint), error=str(err))
+                self.store.retry_step(
+                    s.id, due_at=self.clock.time() + backoff(s.attempts, hint), error=str(err)
+                )
             return
         except PermanentError as err:
-            log.error("action failed", extra=fields(action=action, feed=feed, items=len(steps), error=str(err)))
+            log.error(
+                "action failed",
+                extra=fields(action=action, feed=feed, items=len(steps), error=str(err)),
+            )
             for s in steps:
                 self.store.finish_step(s.id, now=self.clock.time(), status=FAILED, error=str(err))
             return
@@ -265,4 +333,3 @@ def _public(item: Item) -> dict[str, Any]:
     data.pop("raw")
     data.pop("complete")
     return data
-

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from bot.conditions import Compiled, Context, WhenCompiler, _union
+from bot.conditions import Compiled, Context, WhenCompiler, union_fields
 from bot.config import Model, parse_duration, validation_errors
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import DETAIL_FIELDS, Item
@@ -42,7 +42,9 @@ class NotifySpec(Model):
     template: str | None = None
     title: str | None = None
     message: str | None = None
-    priority: Annotated[Literal["min", "low", "default", "high", "urgent"], BeforeValidator(_priority)] = "default"
+    priority: Annotated[
+        Literal["min", "low", "default", "high", "urgent"], BeforeValidator(_priority)
+    ] = "default"
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -66,7 +68,9 @@ class RuleSpec(Model):
     when: dict[str, Any] = Field(default_factory=dict)
     extract: dict[str, ExtractSpec] = Field(default_factory=dict)
     notify: Annotated[list[NotifySpec], BeforeValidator(_listed)] = Field(default_factory=list)
-    then: Annotated[list[str | dict[str, Any]], BeforeValidator(_listed)] = Field(default_factory=list)
+    then: Annotated[list[str | dict[str, Any]], BeforeValidator(_listed)] = Field(
+        default_factory=list
+    )
     stop: bool = False
 
 
@@ -98,7 +102,8 @@ class Extract:
         (``links``) without a group, the whole matching element. Empty when none."""
         value = fields.get(self.source)
         listed = isinstance(value, list | tuple)
-        for text in value if listed else [value]:
+        texts: Sequence[Any] = value if isinstance(value, list | tuple) else [value]
+        for text in texts:
             match = self.pattern.search(str(text)) if text is not None else None
             if match and self.pattern.groups:
                 return match.group(1) or ""
@@ -152,7 +157,14 @@ def plan(rules: Sequence[Rule], item: Item, context: Context) -> list[Match]:
             continue
         extract = {name: ex.apply(context["item"]) for name, ex in rule.extract.items()}
         steps = [
-            Step(step_id(item, rule.name, "deliver", n.sink, i), rule.name, "deliver", n.sink, i, notify=n)
+            Step(
+                step_id(item, rule.name, "deliver", n.sink, i),
+                rule.name,
+                "deliver",
+                n.sink,
+                i,
+                notify=n,
+            )
             for i, n in enumerate(rule.notify)
         ]
         steps += [
@@ -187,7 +199,11 @@ class RuleLoader:
             for rule in self._file(path):
                 if rule.name in seen:
                     self.errors.append(
-                        ConfigError(f"rule name {rule.name!r} is used twice (also in {seen[rule.name]})", rule.file, rule.line)
+                        ConfigError(
+                            f"rule name {rule.name!r} is used twice (also in {seen[rule.name]})",
+                            rule.file,
+                            rule.line,
+                        )
                     )
                 seen[rule.name] = f"{rule.file}:{rule.line}"
                 rules.append(rule)
@@ -224,18 +240,34 @@ class RuleLoader:
         when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
         accounts = self._accounts(spec.when)
         notify = tuple(self._notify(doc, (*at, "notify", i), n) for i, n in enumerate(spec.notify))
-        then = tuple(self._action(doc, (*at, "then", i), a, accounts, spec.when) for i, a in enumerate(spec.then))
+        then = tuple(
+            self._action(doc, (*at, "then", i), a, accounts, spec.when)
+            for i, a in enumerate(spec.then)
+        )
         extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
-        used = _union([
-            when.fields,
-            frozenset(e.source for e in extract.values()),
-            *(_notify_fields(n) for n in notify),
-            *(a.message.fields_used for a in then if a.message),
-        ])
+        used = union_fields(
+            [
+                when.fields,
+                frozenset(e.source for e in extract.values()),
+                *(_notify_fields(n) for n in notify),
+                *(a.message.fields_used for a in then if a.message),
+            ]
+        )
         full_item = any(self.sinks.get(n.sink, False) for n in notify)
         needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
         line = doc.line(at)
-        return Rule(spec.name, doc.file, line, when, extract, notify, then, spec.stop, needs_detail, accounts)
+        return Rule(
+            spec.name,
+            doc.file,
+            line,
+            when,
+            extract,
+            notify,
+            then,
+            spec.stop,
+            needs_detail,
+            accounts,
+        )
 
     def _accounts(self, when: Mapping[str, Any]) -> frozenset[str]:
         named = when.get("account")
@@ -253,10 +285,15 @@ class RuleLoader:
     def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> Notify:
         if spec.sink not in self.sinks:
             allowed = ", ".join(sorted(self.sinks)) or "none configured"
-            raise doc.error((*at, "sink"), f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}")
+            raise doc.error(
+                (*at, "sink"),
+                f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}",
+            )
         line = doc.line(at)
         if spec.template:
-            template = self.renderer.load(spec.template, file=doc.file, line=doc.line((*at, "template")))
+            template = self.renderer.load(
+                spec.template, file=doc.file, line=doc.line((*at, "template"))
+            )
             return Notify(spec.sink, spec.priority, spec.options, template=template)
         title = self.renderer.inline(spec.title or "", file=doc.file, line=line)
         message = self.renderer.inline(spec.message or "", file=doc.file, line=line)
@@ -266,9 +303,18 @@ class RuleLoader:
         try:
             return Extract(spec.from_, re.compile(spec.regex))
         except re.error as err:
-            raise doc.error((*at, "regex"), f"{dotted(at)}.regex: bad regex {spec.regex!r}: {err}") from None
+            raise doc.error(
+                (*at, "regex"), f"{dotted(at)}.regex: bad regex {spec.regex!r}: {err}"
+            ) from None
 
-    def _action(self, doc: YamlDoc, at: Path_, raw: str | dict[str, Any], accounts: frozenset[str], when: Mapping[str, Any]) -> Action:
+    def _action(
+        self,
+        doc: YamlDoc,
+        at: Path_,
+        raw: str | dict[str, Any],
+        accounts: frozenset[str],
+        when: Mapping[str, Any],
+    ) -> Action:
         name, args = (raw, {}) if isinstance(raw, str) else _single(doc, at, raw)
         kinds = when.get("kind")
         for account in sorted(accounts):
@@ -278,14 +324,20 @@ class RuleLoader:
                     continue
                 if name not in allowed:
                     can = ", ".join(sorted(allowed)) or "none"
-                    raise doc.error(at, f"{dotted(at)}: action {name!r} is not available for account {account!r} ({caps.type} {kind}); it can do: {can}")
+                    where = f"account {account!r} ({caps.type} {kind})"
+                    message = f"action {name!r} is not available for {where}; it can do: {can}"
+                    raise doc.error(at, f"{dotted(at)}: {message}")
         after = args.pop("after", None)
         try:
             delay = parse_duration(after) if after is not None else None
         except ValueError as err:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
-        template = self.renderer.inline(str(message), file=doc.file, line=doc.line(at)) if message is not None else None
+        template = (
+            self.renderer.inline(str(message), file=doc.file, line=doc.line(at))
+            if message is not None
+            else None
+        )
         return Action(name, delay, args, template)
 
 
@@ -302,4 +354,4 @@ def _single(doc: YamlDoc, at: Path_, raw: dict[str, Any]) -> tuple[str, dict[str
 
 def _notify_fields(n: Notify) -> frozenset[str] | None:
     parts = [t.fields_used for t in (n.template, n.title, n.message) if t is not None]
-    return _union(parts)
+    return union_fields(parts)

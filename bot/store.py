@@ -228,14 +228,17 @@ class Store:
         )
 
     def outbox_depth(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM steps WHERE status=?", (PENDING,)).fetchone()[0])
+        return int(
+            self.db.execute("SELECT count(*) FROM steps WHERE status=?", (PENDING,)).fetchone()[0]
+        )
 
     def prune(self, *, before: float, forget_before: float) -> None:
         """Drop finished steps and item bodies older than ``before``; ids (for dedup) until
         ``forget_before``."""
         with self.transaction() as db:
             db.execute(
-                "DELETE FROM steps WHERE status NOT IN (?, ?) AND done_at<?", (PENDING, HELD, before)
+                "DELETE FROM steps WHERE status NOT IN (?, ?) AND done_at<?",
+                (PENDING, HELD, before),
             )
             db.execute(
                 "UPDATE items SET data=NULL WHERE state!=? AND seen_at<? AND data IS NOT NULL AND "
@@ -244,5 +247,6 @@ class Store:
                 (NEW, before, PENDING),
             )
             db.execute(
-                "DELETE FROM items WHERE data IS NULL AND state!=? AND seen_at<?", (NEW, forget_before)
+                "DELETE FROM items WHERE data IS NULL AND state!=? AND seen_at<?",
+                (NEW, forget_before),
             )

@@ -103,10 +103,14 @@ class _Builder:
             try:
                 return target.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as err:
-                raise self.doc.error(path, f"{where}: cannot read {target}: {err.strerror}") from None
+                raise self.doc.error(
+                    path, f"{where}: cannot read {target}: {err.strerror}"
+                ) from None
         name, has_default, default = (part.strip() for part in ref.partition(":-"))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise self.doc.error(path, f"{where}: ${{{ref}}} is neither a variable name nor file:PATH")
+            raise self.doc.error(
+                path, f"{where}: ${{{ref}}} is neither a variable name nor file:PATH"
+            )
         value = os.environ.get(name, default if has_default else None)
         if value is None:
             raise self.doc.error(path, f"{where}: environment variable {name} is not set")

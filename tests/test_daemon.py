@@ -26,8 +26,8 @@ async def inboxbot(config: Path, *args: str) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def until(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def until(condition: object, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():  # type: ignore[operator]
             return True
@@ -37,7 +37,9 @@ async def until(condition: object, timeout: float) -> bool:
 
 def mails(setup: Setup, n: int) -> list[str]:
     return [
-        setup.sim.add_message(setup.account, sender="s@example.com", subject=f"burst {random.random()}", text_body="b")
+        setup.sim.add_message(
+            setup.account, sender="s@example.com", subject=f"burst {random.random()}", text_body="b"
+        )
         for _ in range(n)
     ]
 
@@ -108,6 +110,8 @@ async def test_sigkill_at_random_moments_loses_nothing(setup: Setup) -> None:
     proc.send_signal(signal.SIGTERM)
     await proc.wait()
     duplicates = setup.hook.duplicates()
-    print(f"\ncrash test: {KILLS} kills, {len(sent)} mails, {len(setup.hook.received)} received, {duplicates} duplicates (bound: {KILLS})")
+    print(
+        f"\ncrash test: {KILLS} kills, {len(sent)} mails, {len(setup.hook.received)} received, {duplicates} duplicates (bound: {KILLS})"
+    )
     assert done, f"missing: {len(set(sent) - {b['item_id'] for b in setup.hook.received})}"
     assert duplicates <= KILLS

@@ -24,7 +24,9 @@ def account(sim: MailTdSim) -> SimAccount:
     return sim.add_account("carol@mail.td")
 
 
-def source(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, **over: object) -> MailTdSource:
+def source(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, **over: object
+) -> MailTdSource:
     config = MailTdAccount.model_validate(
         {"type": "mailtd", "base_url": sim.base_url, "account_id": account.address,
          "token": account.token, "timeout": "2s", **over}
@@ -32,7 +34,9 @@ def source(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, 
     return MailTdSource("carol", config, session)
 
 
-def fill(sim: MailTdSim, account: SimAccount, n: int, *, step: timedelta = timedelta(seconds=1)) -> list[str]:
+def fill(
+    sim: MailTdSim, account: SimAccount, n: int, *, step: timedelta = timedelta(seconds=1)
+) -> list[str]:
     start = datetime.now(UTC)
     return [
         sim.add_message(account, sender="x@example.com", subject=f"m{i}", text_body=f"body {i}",
@@ -45,15 +49,21 @@ def list_requests(sim: MailTdSim) -> list[str]:
     return [r.query for r in sim.requests if r.path.endswith("/messages")]
 
 
-@pytest.mark.parametrize(("count", "pages"), [(0, 1), (1, 1), (29, 1), (30, 2), (31, 2), (60, 3), (61, 3)])
-async def test_pages_of_30_until_a_short_page(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, count: int, pages: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "pages"), [(0, 1), (1, 1), (29, 1), (30, 2), (31, 2), (60, 3), (61, 3)]
+)
+async def test_pages_of_30_until_a_short_page(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, count: int, pages: int
+) -> None:
     ids = fill(sim, account, count)
     result = await source(sim, account, session).poll("messages", None)
     assert sorted(i.id for i in result.items) == sorted(ids)
     assert len(list_requests(sim)) == pages
 
 
-async def test_the_cursor_stops_paging_at_known_mail(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_the_cursor_stops_paging_at_known_mail(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     fill(sim, account, 90, step=timedelta(hours=1))
     src = source(sim, account, session)
     first = await src.poll("messages", None)
@@ -66,8 +76,16 @@ async def test_the_cursor_stops_paging_at_known_mail(sim: MailTdSim, account: Si
     assert second.cursor and parse_time(second.cursor) > parse_time(first.cursor or "")
 
 
-async def test_a_summary_is_normalized(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
-    sim.add_message(account, sender="noreply@example.com", from_name="Example", subject="Verify your email", text_body="Click")
+async def test_a_summary_is_normalized(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
+    sim.add_message(
+        account,
+        sender="noreply@example.com",
+        from_name="Example",
+        subject="Verify your email",
+        text_body="Click",
+    )
     (item,) = (await source(sim, account, session).poll("messages", None)).items
     assert (item.account, item.feed, item.kind) == ("carol", "messages", "email")
     assert item.sender == "Example <noreply@example.com>" and item.unread is True
@@ -75,7 +93,9 @@ async def test_a_summary_is_normalized(sim: MailTdSim, account: SimAccount, sess
     assert item.complete is False and item.raw["subject"] == "Verify your email"
 
 
-async def test_the_detail_completes_an_item(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_the_detail_completes_an_item(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     html = '<h1>Hi</h1><p>Your code: <b>123456</b>. <a href="https://ex.example/verify?t=9">Verify</a></p>'
     sim.add_message(account, sender="a@example.com", subject="s", html_body=html,
                     attachments=[("doc.pdf", "application/pdf", b"%PDF-1.4 x")])  # fmt: skip
@@ -85,10 +105,14 @@ async def test_the_detail_completes_an_item(sim: MailTdSim, account: SimAccount,
     assert full.complete and full.html == html
     assert "Your code: 123456. Verify" in full.text
     assert full.links == ("https://ex.example/verify?t=9",)
-    assert [(a.name, a.content_type, a.size) for a in full.attachments] == [("doc.pdf", "application/pdf", 10)]
+    assert [(a.name, a.content_type, a.size) for a in full.attachments] == [
+        ("doc.pdf", "application/pdf", 10)
+    ]
 
 
-async def test_an_expired_or_deleted_detail_is_gone(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_an_expired_or_deleted_detail_is_gone(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     a, b = fill(sim, account, 2)
     src = source(sim, account, session)
     items = {i.id: i for i in (await src.poll("messages", None)).items}
@@ -99,7 +123,9 @@ async def test_an_expired_or_deleted_detail_is_gone(sim: MailTdSim, account: Sim
             await src.complete(items[mid])
 
 
-async def test_mark_read_single_batch_and_delete(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_mark_read_single_batch_and_delete(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     ids = fill(sim, account, 250)
     src = source(sim, account, session)
     items = (await src.poll("messages", None)).items
@@ -118,7 +144,9 @@ async def test_mark_read_single_batch_and_delete(sim: MailTdSim, account: SimAcc
         await src.act("delete", {}, [item])
 
 
-async def test_the_client_never_breaks_the_rate_limit(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_the_client_never_breaks_the_rate_limit(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     fill(sim, account, 30 * 12)
     result = await source(sim, account, session).poll("messages", None)
     assert len(result.items) == 360
@@ -138,7 +166,14 @@ async def test_the_client_never_breaks_the_rate_limit(sim: MailTdSim, account: S
         ("quota", {}, QuotaError),
     ],
 )
-async def test_faults_become_our_errors(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, fault: str, params: dict[str, object], error: type[Exception]) -> None:
+async def test_faults_become_our_errors(
+    sim: MailTdSim,
+    account: SimAccount,
+    session: aiohttp.ClientSession,
+    fault: str,
+    params: dict[str, object],
+    error: type[Exception],
+) -> None:
     fill(sim, account, 3)
     sim.inject(fault, **params)
     with pytest.raises(error) as info:
@@ -146,20 +181,26 @@ async def test_faults_become_our_errors(sim: MailTdSim, account: SimAccount, ses
     assert account.token not in str(info.value)
 
 
-async def test_a_legacy_quota_code_is_a_quota_error(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_a_legacy_quota_code_is_a_quota_error(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     sim.inject("quota", legacy=True)
     with pytest.raises(QuotaError) as info:
         await source(sim, account, session).poll("messages", None)
     assert info.value.retry_after and info.value.retry_after >= 600
 
 
-async def test_a_slow_answer_times_out(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_a_slow_answer_times_out(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     sim.inject("latency", seconds=3.0)
     with pytest.raises(TransientError, match="timed out"):
         await source(sim, account, session).poll("messages", None)
 
 
-async def test_a_refused_token_is_an_auth_error_without_the_token(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_a_refused_token_is_an_auth_error_without_the_token(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     src = source(sim, account, session)
     sim.revoke_token(account)
     with pytest.raises(AuthError) as info:
@@ -168,14 +209,24 @@ async def test_a_refused_token_is_an_auth_error_without_the_token(sim: MailTdSim
     assert account.token not in str(info.value)
 
 
-async def test_an_unknown_account_is_permanent(sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession) -> None:
+async def test_an_unknown_account_is_permanent(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
     src = source(sim, account, session, account_id="nobody@mail.td")
     with pytest.raises((PermanentError, AuthError)):
         await src.poll("messages", None)
 
 
 @pytest.mark.parametrize(
-    "text", ["2025-01-15T10:30:00Z", "2025-01-15T10:30:00.123Z", "2025-01-15T10:30:00+00:00", "2025-01-15T10:30:00"]
+    "text",
+    [
+        "2025-01-15T10:30:00Z",
+        "2025-01-15T10:30:00.123Z",
+        "2025-01-15T10:30:00+00:00",
+        "2025-01-15T10:30:00",
+    ],
 )
 def test_times_parse_in_every_shape(text: str) -> None:
-    assert parse_time(text).astimezone(UTC).replace(microsecond=0) == datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
+    assert parse_time(text).astimezone(UTC).replace(microsecond=0) == datetime(
+        2025, 1, 15, 10, 30, tzinfo=UTC
+    )

@@ -39,13 +39,23 @@ async def test_each_new_mail_is_notified_once_then_marked_read(setup: Setup) -> 
 
 
 async def test_the_webhook_payload_is_the_documented_one(setup: Setup) -> None:
-    mid = mail(setup, "Verify", html_body="<p>Go to <a href='https://x.example/verify?t=1'>link</a></p>", text_body=None)
+    mid = mail(
+        setup,
+        "Verify",
+        html_body="<p>Go to <a href='https://x.example/verify?t=1'>link</a></p>",
+        text_body=None,
+    )
     async with setup.pipeline() as pipe:
         await cycle(pipe)
     body = setup.hook.received[0]
     assert set(body) == {"id", "rule", "account", "feed", "kind", "item_id", "title", "message",
                          "url", "priority", "item", "extract"}  # fmt: skip
-    assert (body["rule"], body["account"], body["feed"], body["kind"]) == ("new-mail", "inbox", "messages", "email")
+    assert (body["rule"], body["account"], body["feed"], body["kind"]) == (
+        "new-mail",
+        "inbox",
+        "messages",
+        "email",
+    )
     assert body["item_id"] == mid and body["title"] == "Verify"
     assert "raw" not in body["item"]
     assert body["item"]["links"] == ["https://x.example/verify?t=1"]
@@ -81,7 +91,9 @@ def detail_requests(setup: Setup) -> int:
     return sum(1 for r in setup.sim.requests if r.method == "GET" and "/messages/" in r.path)
 
 
-async def test_the_detail_is_fetched_only_when_a_rule_needs_the_body(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_detail_is_fetched_only_when_a_rule_needs_the_body(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     mail(setup, "Your invoice")
     async with setup.pipeline(RULE_WITHOUT_BODY) as pipe:
         await cycle(pipe)
@@ -89,7 +101,9 @@ async def test_the_detail_is_fetched_only_when_a_rule_needs_the_body(setup: Setu
     assert "Your invoice" in capsys.readouterr().out
 
 
-async def test_a_rule_on_the_body_fetches_the_detail(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_rule_on_the_body_fetches_the_detail(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     mail(setup, "Welcome", text_body="Your code is 482913.")
     async with setup.pipeline(RULE_WITH_BODY) as pipe:
         await cycle(pipe)
@@ -128,7 +142,9 @@ TWO_SINKS = """\
 """
 
 
-async def test_one_failing_sink_never_resends_to_another(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_one_failing_sink_never_resends_to_another(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     mail(setup, "twice?")
     setup.hook.fail(500, count=3)
     async with setup.pipeline(TWO_SINKS) as pipe:
@@ -172,7 +188,9 @@ async def test_a_slow_upstream_times_out_without_state_change(setup: Setup) -> N
         assert pipe.store.cursor(FEED.key) == (False, None)
 
 
-async def test_a_mail_whose_detail_fails_is_planned_at_a_later_poll(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_mail_whose_detail_fails_is_planned_at_a_later_poll(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     mail(setup, "Welcome", text_body="code 123456")
     async with setup.pipeline(RULE_WITH_BODY) as pipe:
         setup.sim.inject("status", status=502, path="/messages/")
@@ -212,7 +230,9 @@ MANY_ACTIONS = """\
 """
 
 
-async def test_a_rule_acting_on_too_many_items_is_refused(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_rule_acting_on_too_many_items_is_refused(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
     ids = [mail(setup, f"m{i}") for i in range(4)]
     async with setup.pipeline(MANY_ACTIONS, extra="max_actions_per_poll: 3\n") as pipe:
         await cycle(pipe)

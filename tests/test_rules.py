@@ -91,7 +91,15 @@ def test_conditions(tmp_path: Path, when: object, expected: bool) -> None:
 
 
 def test_missing_values_never_match_text_tests(tmp_path: Path) -> None:
-    bare = Item(account="inbox", feed="messages", kind="email", id="2", created_at=NOW, html=None, unread=None)
+    bare = Item(
+        account="inbox",
+        feed="messages",
+        kind="email",
+        id="2",
+        created_at=NOW,
+        html=None,
+        unread=None,
+    )
     assert not matches(tmp_path, {"html": {"contains": "x"}}, bare)
     assert not matches(tmp_path, {"unread": True}, bare)
     assert matches(tmp_path, {"unread": None}, bare)
@@ -125,7 +133,10 @@ def test_stop_hides_the_item_from_later_rules_and_ids_are_stable(tmp_path: Path)
     context = {"item": ITEM.fields(NOW), "account": "inbox", "now": NOW}
     first = plan(rules, ITEM, context)
     assert [m.rule.name for m in first] == ["first", "second"]
-    assert [(s.kind, s.target) for s in first[0].steps] == [("deliver", "phone"), ("act", "mark_read")]
+    assert [(s.kind, s.target) for s in first[0].steps] == [
+        ("deliver", "phone"),
+        ("act", "mark_read"),
+    ]
     again = plan(rules, ITEM, context)
     assert [s.id for m in first for s in m.steps] == [s.id for m in again for s in m.steps]
     assert len({s.id for m in first for s in m.steps}) == 3
@@ -144,5 +155,7 @@ def test_the_detail_is_needed_only_by_rules_that_read_it(tmp_path: Path) -> None
 
 
 def test_a_rule_limited_to_an_account_skips_the_others(tmp_path: Path) -> None:
-    (rule,) = compile_rules(tmp_path, [{"name": "r", "when": {"account": "other"}, "then": ["delete"]}])
+    (rule,) = compile_rules(
+        tmp_path, [{"name": "r", "when": {"account": "other"}, "then": ["delete"]}]
+    )
     assert rule.accounts == frozenset({"other"})

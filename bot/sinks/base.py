@@ -53,5 +53,5 @@ class Sink(ABC):
     @abstractmethod
     async def send(self, notification: Notification) -> None: ...
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most sinks hold nothing of their own
         """Release connections the sink holds beyond the shared HTTP session."""

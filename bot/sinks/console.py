@@ -1,6 +1,6 @@
 """Console: print notifications to standard output (the demo, and trying rules out).
 
-    screen: {type: console}
+screen: {type: console}
 """
 
 from __future__ import annotations

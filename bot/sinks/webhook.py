@@ -1,6 +1,9 @@
 """Webhook: POST each notification as JSON, with an ``Idempotency-Key`` header.
 
-    hooks: {type: webhook, url: http://127.0.0.1:8080/hook, headers: {Authorization: "Bearer ${HOOK_TOKEN}"}}
+    hooks:
+      type: webhook
+      url: http://127.0.0.1:8080/hook
+      headers: {Authorization: "Bearer ${HOOK_TOKEN}"}
 
 The payload: ``{"id", "rule", "account", "feed", "kind", "item_id", "title",
 "message", "url", "priority", "item": {…}, "extract": {…}}``. The id is stable, so a
@@ -12,7 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import aiohttp
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from bot.config import SinkConfig
 from bot.http import HttpClient, classify
@@ -22,7 +25,7 @@ from bot.sinks.base import Notification, Sink
 class WebhookConfig(SinkConfig):
     type: Literal["webhook"]
     url: SecretStr
-    headers: dict[str, SecretStr] = {}
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 class WebhookSink(Sink):
