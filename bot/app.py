@@ -10,7 +10,6 @@ from pathlib import Path
 import aiohttp
 
 from bot.config import Config, Model, load_config
-from bot.errors import ConfigError, ConfigErrors
 from bot.pipeline import Clock, Pipeline
 from bot.render import Renderer
 from bot.rules import AccountCaps, Rule, RuleLoader
@@ -43,9 +42,6 @@ def load(path: Path) -> Loaded:
         "sinks": {t: s.config_model for t, s in SINKS.items()},
     }
     config = load_config(path, registries)
-    missing = [d for d in config.template_dirs() if not d.is_dir()]
-    if missing:
-        raise ConfigErrors([ConfigError(f"templates: no folder {d}", str(path)) for d in missing])
     renderer = Renderer(config.template_dirs())
     accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
     sinks = {n: SINKS[s.type].sends_item for n, s in config.sinks.items()}

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
@@ -110,19 +111,34 @@ class Config(Model):
     backlog: Literal["skip", "notify"] = "skip"
     max_actions_per_poll: int = Field(50, ge=1)
     retention: Duration = timedelta(days=30)
-    base_dir: Path = Path(".")
+    _base_dir: Path = PrivateAttr(Path("."))
 
-    def rule_files(self) -> list[Path]:
-        """The rule files named by ``rules:``, globs expanded, relative to the config file."""
+    def rule_files(self, pattern: str | None = None) -> list[Path]:
+        """The rule files named by ``rules:`` (or one of its patterns), globs expanded,
+        relative to the config file."""
         files: list[Path] = []
-        for pattern in self.rules:
-            full = self.base_dir / pattern
-            matches = sorted(glob.glob(str(full))) if glob.has_magic(pattern) else [str(full)]
+        for each in [pattern] if pattern else self.rules:
+            full = self._base_dir / each
+            matches = sorted(glob.glob(str(full))) if glob.has_magic(each) else [str(full)]
             files += [Path(m) for m in matches]
         return files
 
     def template_dirs(self) -> list[Path]:
-        return [self.base_dir / d for d in self.templates]
+        return [self._base_dir / d for d in self.templates]
+
+    def missing_files(self, doc: YamlDoc) -> list[ConfigError]:
+        """A rules pattern that names no file, a templates folder that does not exist."""
+        errors = [
+            doc.error(("rules", i), f"rules: {p!r} names no file")
+            for i, p in enumerate(self.rules)
+            if not [f for f in self.rule_files(p) if f.is_file()]
+        ]
+        errors += [
+            doc.error(("templates", i), f"templates: {d} is not a folder")
+            for i, d in enumerate(self.template_dirs())
+            if not d.is_dir()
+        ]
+        return errors
 
 
 def validation_errors(doc: YamlDoc, prefix: Path_, err: ValidationError) -> list[ConfigError]:
@@ -158,9 +174,11 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
         typed[section] = _typed_section(doc, section, data.get(section), registry, errors)
     top = {k: v for k, v in data.items() if k not in registries}
     try:
-        config = Config.model_validate({**top, **typed, "base_dir": path.parent})
+        config = Config.model_validate({**top, **typed})
     except ValidationError as err:
-        errors += validation_errors(doc, (), err)
+        raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
+    config._base_dir = path.parent
+    errors += config.missing_files(doc)
     if errors:
         raise ConfigErrors(errors)
     return config
