@@ -18,7 +18,8 @@ from bot.app import load, running
 from bot.daemon import Daemon
 from bot.errors import ConfigError, ConfigErrors
 from bot.settings import Settings
-from bot.sim.mailtd import MailTdSim, SimAccount, realistic_message, seed_realistic
+from bot.sim.corpus import realistic_message
+from bot.sim.mailtd import MailTdSim, SimAccount, seed_realistic
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 NEW_MAIL_EVERY = (3.0, 8.0)

@@ -215,9 +215,30 @@ CASES = [
         1,
         "a rule file is a list of rules",
     ),
-    ("rules name no file", "inboxbot.yaml", "rules: [rules/*.yaml]", "rules: [rulez/*.yaml]", 10, "rules: 'rulez/*.yaml' names no file"),
-    ("no template folder", "inboxbot.yaml", "templates: [templates]", "templates: [tmpl]", 11, "tmpl is not a folder"),
-    ("internal key", "inboxbot.yaml", "rules: [", "_base_dir: /\nrules: [", 10, "_base_dir: unknown key"),
+    (
+        "rules name no file",
+        "inboxbot.yaml",
+        "rules: [rules/*.yaml]",
+        "rules: [rulez/*.yaml]",
+        10,
+        "rules: 'rulez/*.yaml' names no file",
+    ),
+    (
+        "no template folder",
+        "inboxbot.yaml",
+        "templates: [templates]",
+        "templates: [tmpl]",
+        11,
+        "tmpl is not a folder",
+    ),
+    (
+        "internal key",
+        "inboxbot.yaml",
+        "rules: [",
+        "_base_dir: /\nrules: [",
+        10,
+        "_base_dir: unknown key",
+    ),
     ("template syntax", "templates/email.j2", "{{ item.text }}", "{{ item.text }", 2, "email.j2"),
 ]
 

@@ -19,7 +19,9 @@ def test_there_are_examples() -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_an_example_passes_check(config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_example_passes_check(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", config.read_text()):
         monkeypatch.setenv(name, "example-value")
     assert main(["--config", str(config), "check"]) == 0, capsys.readouterr().err

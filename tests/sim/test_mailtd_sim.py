@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.sim.mailtd import MailTdSim, SimAccount, realistic_message, seed_realistic
+from bot.sim.corpus import realistic_message
+from bot.sim.mailtd import MailTdSim, SimAccount, seed_realistic
 
 T0 = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
 
