@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.config import Config, Model, load_config
+from bot.http import Limiters
 from bot.pipeline import Clock, Pipeline
 from bot.render import Renderer
 from bot.rules import AccountCaps, Rule, RuleLoader
@@ -60,8 +61,9 @@ async def running(
         stack.callback(store.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         config = loaded.config
+        limiters = Limiters()
         sources = {
-            name: SOURCES[account.type](name, account, session)
+            name: SOURCES[account.type](name, account, session, limiters)
             for name, account in config.accounts.items()
             if account.enabled
         }

@@ -1,28 +1,35 @@
-"""``inboxbot demo``: the daemon against the built-in Mail.td simulator, on the console.
+"""``inboxbot demo``: the daemon against the built-in simulators, on the console.
 
-The simulator listens on loopback, starts with a small realistic inbox and
-receives a new mail every few seconds (some of them verification mails with a
-code and a link); the daemon runs ``examples/demo/`` against it.
+Each upstream's simulator starts on loopback with a small realistic inbox and
+announces itself in ``INBOXBOT_DEMO_*`` variables; every few seconds one of them
+receives a new item; the daemon runs ``examples/demo/`` against them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
 from bot.app import load, running
 from bot.daemon import Daemon
 from bot.errors import ConfigError, ConfigErrors
 from bot.settings import Settings
-from bot.sim.corpus import realistic_message
-from bot.sim.mailtd import MailTdSim, SimAccount, seed_realistic
+from bot.sim import mailtd
+
+# One line per upstream: a context manager that starts its simulator for the demo and
+# yields a function adding one new item.
+Upstream = Callable[[random.Random], AbstractAsyncContextManager[Callable[[], object]]]
+UPSTREAMS: list[Upstream] = [
+    mailtd.demo,
+]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
-NEW_MAIL_EVERY = (3.0, 8.0)
+NEW_ITEM_EVERY = (2.0, 6.0)
 
 
 def demo_config() -> Path:
@@ -32,28 +39,25 @@ def demo_config() -> Path:
     raise ConfigError("examples/demo/inboxbot.yaml not found; run the demo from a checkout")
 
 
+@contextlib.asynccontextmanager
+async def simulators(rng: random.Random) -> AsyncIterator[list[Callable[[], object]]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(start(rng)) for start in UPSTREAMS]
+
+
 async def run_demo(settings: Settings, duration: float | None) -> int:
     rng = random.Random()
-    async with MailTdSim() as sim:
-        account = sim.add_account("demo@mail.td")
-        seed_realistic(sim, account, 4, rng)
-        os.environ.update(
-            INBOXBOT_DEMO_MAILTD_URL=sim.base_url,
-            INBOXBOT_DEMO_MAILTD_ACCOUNT=account.address,
-            INBOXBOT_DEMO_MAILTD_TOKEN=account.token,
-        )
+    async with simulators(rng) as new_item:
         try:
             loaded = load(demo_config())
         except (ConfigError, ConfigErrors) as err:
             print(err)
             return 2
-        print(
-            f"demo: Mail.td simulator at {sim.base_url}; a new mail every few seconds; Ctrl-C stops"
-        )
+        print("demo: simulators on loopback; a new item every few seconds; Ctrl-C stops")
         with tempfile.TemporaryDirectory(prefix="inboxbot-demo-") as tmp:
             async with running(loaded, Path(tmp) / "state.db") as pipeline:
                 daemon = Daemon(pipeline, loaded.feeds(), stop_timeout=settings.stop_timeout)
-                feeder = asyncio.create_task(_keep_mailing(sim, account, rng))
+                feeder = asyncio.create_task(_keep_coming(new_item, rng))
                 if duration:
                     asyncio.get_running_loop().call_later(duration, daemon.stop)
                 try:
@@ -65,7 +69,7 @@ async def run_demo(settings: Settings, duration: float | None) -> int:
     return 0
 
 
-async def _keep_mailing(sim: MailTdSim, account: SimAccount, rng: random.Random) -> None:
+async def _keep_coming(new_item: Sequence[Callable[[], object]], rng: random.Random) -> None:
     while True:
-        await asyncio.sleep(rng.uniform(*NEW_MAIL_EVERY))
-        sim.add_message(account, **realistic_message(rng))
+        await asyncio.sleep(rng.uniform(*NEW_ITEM_EVERY))
+        rng.choice(new_item)()

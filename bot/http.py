@@ -56,6 +56,20 @@ class RateLimiter:
             self.sent.append(self.clock())
 
 
+class Limiters:
+    """Rate limiters shared by key: everything that spends one budget (all e621 accounts
+    on one host, say) waits on one limiter. Created once by the daemon, passed to sources."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.by_key: dict[str, RateLimiter] = {}
+
+    def get(self, key: str, calls: int, period: float = 1.0) -> RateLimiter:
+        if key not in self.by_key:
+            self.by_key[key] = RateLimiter(calls, period, clock=self.clock)
+        return self.by_key[key]
+
+
 @dataclass(frozen=True)
 class Response:
     method: str

@@ -41,6 +41,8 @@ log = logging.getLogger("inboxbot.pipeline")
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 3600.0
 AUTH_RETRY = 900.0
+FEED_REST_CAP = 1800.0  # a failing feed is polled at least every 30 min
+BROKEN_FEED_REST = 900.0  # refused credentials, a vanished mailbox: from 15 min up to 6 h
 DEDUP_HORIZON = timedelta(days=365)
 
 
@@ -59,6 +61,15 @@ def backoff(attempts: int, hint: float | None) -> float:
     delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts, 20))
     delay *= random.uniform(0.5, 1.0)
     return max(delay, hint) if hint is not None else delay
+
+
+def rest(failures: int, err: RemoteError, every: float) -> float:
+    """How long a feed that failed ``failures`` times in a row waits before its next poll."""
+    if isinstance(err, AuthError | PermanentError):
+        return min(6 * 3600.0, BROKEN_FEED_REST * float(2 ** min(failures - 1, 5)))
+    hint = err.retry_after if isinstance(err, TransientError) else None
+    grown = every * float(2 ** min(failures - 1, 10) - 1)  # first retry: the next interval
+    return max(hint or 0.0, min(FEED_REST_CAP, grown))
 
 
 class Health:
@@ -93,6 +104,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self._delivering = asyncio.Lock()
         self._acting = asyncio.Lock()
+        self._resting: dict[str, tuple[int, float]] = {}  # feed → (failures in a row, until)
         self._sink_limits = {
             name: RateLimiter(*sink.config.rate, margin=0.0)
             for name, sink in self.sinks.items()
@@ -102,14 +114,23 @@ class Pipeline:
     # --- poll and plan ---------------------------------------------------------------
 
     async def poll(self, feed: Feed) -> int:
-        """Poll one feed, store and plan its new items; raises when the poll failed."""
+        """Poll one feed, store and plan its new items; raises when the poll failed.
+
+        A failing feed rests (longer after each failure, as long as the upstream asks):
+        a poll during its rest does nothing, so an upstream in trouble is not hammered."""
+        failures, until = self._resting.get(feed.key, (0, 0.0))
+        if self.clock.time() < until:
+            return 0
         source = self.sources[feed.account]
         polled_before, cursor = self.store.cursor(feed.key)
         try:
             result = await source.poll(feed.name, cursor)
         except RemoteError as err:
             self.health.failed(feed.key, err)
+            wait = rest(failures + 1, err, feed.every.total_seconds())
+            self._resting[feed.key] = (failures + 1, self.clock.time() + wait)
             raise
+        self._resting.pop(feed.key, None)
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
         added = self.store.record_poll(
             feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from bot.errors import AuthError, GoneError, PermanentError, QuotaError, TransientError
+from bot.http import Limiters
 from bot.sim.mailtd import MailTdSim, SimAccount
 from bot.sources.mailtd import MailTdAccount, MailTdSource, parse_time
 
@@ -31,7 +32,7 @@ def source(
         {"type": "mailtd", "base_url": sim.base_url, "account_id": account.address,
          "token": account.token, "timeout": "2s", **over}
     )  # fmt: skip
-    return MailTdSource("carol", config, session)
+    return MailTdSource("carol", config, session, Limiters())
 
 
 def fill(

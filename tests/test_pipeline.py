@@ -175,6 +175,7 @@ async def test_a_failed_poll_changes_nothing_and_loses_nothing(setup: Setup, fau
             await pipe.poll(FEED)
         assert pipe.store.cursor(FEED.key) == (False, None)
         assert setup.hook.received == []
+        pipe.clock.time = lambda: time.time() + 7200  # type: ignore[method-assign]
         await cycle(pipe)
     assert [b["item_id"] for b in setup.hook.received] == [mid]
 
@@ -197,6 +198,7 @@ async def test_a_mail_whose_detail_fails_is_planned_at_a_later_poll(
         with pytest.raises(RemoteError):
             await pipe.poll(FEED)
         assert capsys.readouterr().out == ""
+        pipe.clock.time = lambda: time.time() + 60  # type: ignore[method-assign]
         await cycle(pipe)
     assert "Code 123456" in capsys.readouterr().out
 
@@ -257,3 +259,33 @@ async def test_item_content_is_never_evaluated_as_a_template(setup: Setup) -> No
         await cycle(pipe)
     assert setup.hook.received[0]["title"] == "{{ 7 * 7 }} {% raw %}"
     assert setup.hook.received[0]["message"] == "{{ item.__class__ }}"
+
+
+async def test_a_failing_feed_rests_longer_after_each_failure(setup: Setup) -> None:
+    async with setup.pipeline() as pipe:
+        setup.sim.set_down(True)
+        now = time.time()
+        pipe.clock.time = lambda: now  # type: ignore[method-assign]
+        with pytest.raises(RemoteError):
+            await pipe.poll(FEED)
+        asked = len(setup.sim.requests)
+        with pytest.raises(RemoteError):  # the first retry comes at the next interval
+            await pipe.poll(FEED)
+        assert len(setup.sim.requests) == asked + 1
+        assert await pipe.poll(FEED) == 0  # resting now: no request
+        assert len(setup.sim.requests) == asked + 1
+        setup.sim.set_down(False)
+        mail(setup)
+        pipe.clock.time = lambda: now + 5  # type: ignore[method-assign]
+        assert await pipe.poll(FEED) == 1
+
+
+async def test_a_refused_token_rests_the_feed_for_minutes(setup: Setup) -> None:
+    async with setup.pipeline() as pipe:
+        setup.sim.revoke_token(setup.account)
+        with pytest.raises(RemoteError):
+            await pipe.poll(FEED)
+        asked = len(setup.sim.requests)
+        pipe.clock.time = lambda: time.time() + 600  # type: ignore[method-assign]
+        assert await pipe.poll(FEED) == 0
+        assert len(setup.sim.requests) == asked

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import html
+import os
 import random
 import re
 import secrets
@@ -24,7 +25,8 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -619,6 +621,21 @@ def seed_realistic(
         sim.add_message(account, created_at=start + timedelta(minutes=n), **realistic_message(rng))
         for n in range(count)
     ]
+
+
+@asynccontextmanager
+async def demo(rng: random.Random) -> AsyncIterator[Callable[[], object]]:
+    """Mail.td for ``inboxbot demo``: started, seeded, announced in ``INBOXBOT_DEMO_MAILTD_*``
+    (which ``examples/demo/inboxbot.yaml`` reads); yields a function that delivers a new mail."""
+    async with MailTdSim() as sim:
+        account = sim.add_account("demo@mail.td")
+        seed_realistic(sim, account, 4, rng)
+        os.environ.update(
+            INBOXBOT_DEMO_MAILTD_URL=sim.base_url,
+            INBOXBOT_DEMO_MAILTD_ACCOUNT=account.address,
+            INBOXBOT_DEMO_MAILTD_TOKEN=account.token,
+        )
+        yield lambda: sim.add_message(account, **realistic_message(rng))
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from bot.config import AccountConfig
+from bot.http import Limiters
 from bot.item import Item
 
 
@@ -48,10 +49,13 @@ class Source(ABC):
     batch_actions: ClassVar[frozenset[str]] = frozenset()  # actions taking many items per call
     default_feeds: ClassVar[tuple[str, ...]]
 
-    def __init__(self, name: str, config: AccountConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, name: str, config: AccountConfig, session: aiohttp.ClientSession, limiters: Limiters
+    ) -> None:
         self.name = name
         self.config = config
         self.session = session
+        self.limiters = limiters
 
     @classmethod
     def feeds(cls, account: str, config: AccountConfig) -> list[Feed]:

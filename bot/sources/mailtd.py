@@ -14,6 +14,7 @@ message expired: the item is dropped.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from pydantic import Field, SecretStr
 
 from bot.config import AccountConfig, Duration
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
-from bot.http import HttpClient, RateLimiter, Response, classify
+from bot.http import HttpClient, Limiters, Response, classify
 from bot.item import Attachment, Item
 from bot.sources.base import PollResult, Source
 from bot.text import find_links, html_to_text
@@ -55,8 +56,10 @@ class MailTdSource(Source):
     batch_actions = frozenset({"mark_read"})
     default_feeds = ("messages",)
 
-    def __init__(self, name: str, config: AccountConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(
+        self, name: str, config: AccountConfig, session: aiohttp.ClientSession, limiters: Limiters
+    ) -> None:
+        super().__init__(name, config, session, limiters)
         assert isinstance(config, MailTdAccount)
         self.account = config
         self.http = HttpClient(
@@ -64,7 +67,8 @@ class MailTdSource(Source):
             config.base_url,
             service=name,
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
-            limiter=RateLimiter(config.rate),
+            # the service counts per user (token): accounts sharing a token share the budget
+            limiter=limiters.get(f"mailtd:{_digest(config.token)}", config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
@@ -168,6 +172,10 @@ class MailTdSource(Source):
             state = "expired" if resp.status == 410 else "not found"
             return GoneError(f"{resp.what}: message {state}", service=self.name, status=resp.status)
         return classify(resp, self.name, code or ("HTML page" if not resp.is_json() else ""))
+
+
+def _digest(secret: SecretStr) -> str:
+    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()[:16]
 
 
 def parse_time(value: str) -> datetime:
