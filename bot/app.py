@@ -11,6 +11,7 @@ import aiohttp
 
 from bot.config import Config, Model, load_config
 from bot.http import Limiters
+from bot.metrics import Metrics
 from bot.pipeline import Clock, Pipeline
 from bot.render import Renderer
 from bot.rules import AccountCaps, Rule, RuleLoader
@@ -50,26 +51,56 @@ def load(path: Path) -> Loaded:
     return Loaded(config, rules, renderer)
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What outlives a configuration reload: the store, the HTTP session, shared rate
+    limits, metrics and the clock."""
+
+    store: Store
+    session: aiohttp.ClientSession
+    limiters: Limiters
+    metrics: Metrics
+    clock: Clock
+
+
 @asynccontextmanager
-async def running(
-    loaded: Loaded, state: Path, clock: Clock | None = None
-) -> AsyncIterator[Pipeline]:
-    """The store, the HTTP session, sources and sinks, opened in order and closed in reverse,
-    also when opening fails halfway."""
+async def resources(state: Path, clock: Clock | None = None) -> AsyncIterator[Resources]:
+    """Opened in order and closed in reverse, also when opening fails halfway."""
     async with AsyncExitStack() as stack:
         store = Store(state)
         stack.callback(store.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        config = loaded.config
-        limiters = Limiters()
-        sources = {
-            name: SOURCES[account.type](name, account, session, limiters)
-            for name, account in config.accounts.items()
-            if account.enabled
-        }
-        sinks = {name: SINKS[s.type](name, s, session) for name, s in config.sinks.items()}
-        for sink in sinks.values():
-            stack.push_async_callback(sink.close)
-        yield Pipeline(
-            config, sources, sinks, loaded.rules, loaded.renderer, store, clock or Clock()
-        )
+        yield Resources(store, session, Limiters(), Metrics(), clock or Clock())
+
+
+def build(loaded: Loaded, res: Resources) -> Pipeline:
+    """A pipeline for ``loaded``: its sources and sinks on the shared resources."""
+    config = loaded.config
+    sources = {
+        name: SOURCES[account.type](name, account, res.session, res.limiters)
+        for name, account in config.accounts.items()
+        if account.enabled
+    }
+    sinks = {name: SINKS[s.type](name, s, res.session) for name, s in config.sinks.items()}
+    return Pipeline(
+        config, sources, sinks, loaded.rules, loaded.renderer, res.store, res.clock,
+        metrics=res.metrics,
+    )  # fmt: skip
+
+
+async def close(pipeline: Pipeline) -> None:
+    for sink in pipeline.sinks.values():
+        await sink.close()
+
+
+@asynccontextmanager
+async def running(
+    loaded: Loaded, state: Path, clock: Clock | None = None
+) -> AsyncIterator[Pipeline]:
+    """A pipeline for one run (``once``, tests): resources and all, closed on exit."""
+    async with resources(state, clock) as res:
+        pipeline = build(loaded, res)
+        try:
+            yield pipeline
+        finally:
+            await close(pipeline)

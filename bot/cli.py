@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from bot import __version__
-from bot.app import Loaded, load, running
+from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors
 from bot.logs import setup_logging
 from bot.settings import Settings
+from bot.systemd import Notifier
 
 EXIT_CONFIG = 2
 
@@ -24,14 +27,18 @@ Polls inboxes that cannot push (e621, Mail.td, MinuteMail, Rocket.Chat), applies
 YAML rules to each new item and sends notifications, or acts on the item.
 
 The configuration file comes from --config or INBOXBOT_CONFIG (default ./inboxbot.yaml).
-Other settings: INBOXBOT_STATE, INBOXBOT_LOG_LEVEL, INBOXBOT_LOG_FORMAT (text|json).
+Other settings: INBOXBOT_STATE, INBOXBOT_LOG_LEVEL, INBOXBOT_LOG_FORMAT (text|json),
+INBOXBOT_LISTEN (health and metrics, default 127.0.0.1:9321, empty disables),
+INBOXBOT_SENTRY_DSN (errors to Sentry, scrubbed of secrets and item content).
+SIGHUP reloads the configuration; SIGTERM stops within 10 s.
 """
 
 COMMANDS = {
     "run": "run the daemon until SIGTERM/SIGINT",
     "once": "poll every feed once, deliver, act, then exit (exit 1 if a feed failed)",
     "check": "validate configuration, rules and templates (exit 2 with file:line: message)",
-    "demo": "run the daemon against the built-in Mail.td simulator; no account needed",
+    "demo": "run the daemon against the built-in simulators; no account needed",
+    "healthcheck": "exit 0 when the running daemon's /healthz answers ok (for containers)",
 }
 
 
@@ -46,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=Path, help="state database (INBOXBOT_STATE)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--listen", help="health and metrics address host:port (INBOXBOT_LISTEN)")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in COMMANDS.items():
         sub = commands.add_parser(name, help=text, description=text)
@@ -56,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    flags = {k: getattr(args, k) for k in ("config", "state", "log_level", "log_format")}
+    flags = {k: getattr(args, k) for k in ("config", "state", "log_level", "log_format", "listen")}
     try:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
@@ -64,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"settings: INBOXBOT_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.log_level, settings.log_format)
+    if args.command == "healthcheck":
+        return healthcheck(settings.listen)
     if args.command == "demo":
         from bot.demo import run_demo
 
@@ -86,9 +96,35 @@ def summary(loaded: Loaded) -> str:
 
 async def serve(loaded: Loaded, settings: Settings, one_pass: bool) -> int:
     state = settings.state_path(loaded.config.state)
-    async with running(loaded, state) as pipeline:
-        if one_pass:
-            failed = await once(pipeline, loaded.feeds())
-            return 1 if failed else 0
-        await Daemon(pipeline, loaded.feeds(), stop_timeout=settings.stop_timeout).run()
+    if one_pass:
+        async with running(loaded, state) as pipeline:
+            return 1 if await once(pipeline, loaded.feeds()) else 0
+    async with resources(state) as res:
+        daemon = Daemon(
+            loaded, res, config_path=settings.config, stop_timeout=settings.stop_timeout,
+            listen=settings.listen, notifier=Notifier(),
+        )  # fmt: skip
+        try:
+            await daemon.run()
+        except OSError as err:
+            print(f"inboxbot: cannot listen on {settings.listen}: {err.strerror}", file=sys.stderr)
+            return 1
     return 0
+
+
+def healthcheck(listen: str) -> int:
+    """GET /healthz of the daemon on ``listen``; 0 when it answers ok."""
+    if not listen:
+        print("healthcheck: INBOXBOT_LISTEN is empty, the HTTP server is off", file=sys.stderr)
+        return 1
+    host, _, port = listen.rpartition(":")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+            print(resp.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as err:
+        print(f"unhealthy: {err.read().decode().strip()}", file=sys.stderr)
+    except OSError as err:
+        print(f"unhealthy: {listen}: {getattr(err, 'reason', err)}", file=sys.stderr)
+    return 1

@@ -1,8 +1,10 @@
-"""The daemon: one scheduled job per feed, a delivery job, and a bounded, orderly stop.
+"""The daemon: one scheduled job per feed, a delivery job, health, reload, and a bounded stop.
 
 Stop order (arq's): a signal sets the stop event → the scheduler stops starting
 jobs → running jobs get the rest of the stop bound to finish → what is left is
 cancelled (the store has every finished step; the rest resumes at next start).
+SIGHUP re-reads the configuration: a bad one is reported and the running one kept;
+a good one is swapped in between jobs, so no in-flight work is lost.
 """
 
 from __future__ import annotations
@@ -11,51 +13,78 @@ import asyncio
 import logging
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.errors import RemoteError
+from bot.app import Loaded, Resources, build, close, load
+from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
 from bot.sources import Feed
+from bot.systemd import Notifier
+from bot.web import make_app, serve
 
 log = logging.getLogger("inboxbot.daemon")
 
 DELIVER_EVERY = 1.0
 PRUNE_EVERY = timedelta(hours=6)
+RELOAD_DRAIN = 60.0  # how long a reload waits for running jobs
+STUCK_ATTEMPTS = 8  # a delivery tried this often (hours of backoff) is past its schedule
 
 
 class Daemon:
     def __init__(
-        self, pipeline: Pipeline, feeds: list[Feed], *, stop_timeout: float = 10.0
+        self,
+        loaded: Loaded,
+        res: Resources,
+        *,
+        config_path: Path | None = None,
+        stop_timeout: float = 10.0,
+        listen: str = "",
+        notifier: Notifier | None = None,
     ) -> None:
-        self.pipeline = pipeline
-        self.feeds = feeds
+        self.loaded = loaded
+        self.res = res
+        self.pipeline: Pipeline = build(loaded, res)
+        self.config_path = config_path
         self.stop_timeout = stop_timeout
+        self.listen = listen
+        self.notifier = notifier or Notifier({})
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.started = time.time()
+        self.last_tick = time.monotonic()
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``), then stop within the bound."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        scheduler = self._schedule()
-        scheduler.start()
-        log.info("started", extra=fields(feeds=len(self.feeds), rules=len(self.pipeline.rules)))
+        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGHUP: self.hup}
+        for sig, handler in handlers.items():
+            loop.add_signal_handler(sig, handler)
+        web_runner = await self._serve_http()
+        watchdog = asyncio.create_task(self.notifier.feed_watchdog())
         try:
+            self._schedule()
+            self.scheduler.start()
+            self.notifier.ready(self.summary())
+            log.info("started", extra=fields(status=self.summary()))
             await self.stopping.wait()
         finally:
-            # pause, not shutdown: APScheduler's shutdown cancels running jobs at once
-            scheduler.pause()
-            await asyncio.sleep(0.01)  # jobs submitted just before see the stop and return
-            await self._drain()
-            scheduler.shutdown(wait=False)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            self.notifier.stopping()
+            await self._wind_down()
+            watchdog.cancel()
+            if web_runner:
+                await web_runner.cleanup()
+            for sig in handlers:
                 loop.remove_signal_handler(sig)
+            await close(self.pipeline)
         log.info("stopped")
 
     def stop(self) -> None:
@@ -63,26 +92,66 @@ class Daemon:
             log.info("stopping", extra=fields(bound_s=self.stop_timeout))
         self.stopping.set()
 
-    def _schedule(self) -> AsyncIOScheduler:
-        scheduler = AsyncIOScheduler(timezone="UTC")
+    def hup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    def summary(self) -> str:
+        failing = len(self.pipeline.health.failing)
+        feeds, rules = len(self.loaded.feeds()), len(self.loaded.rules)
+        return f"{feeds} feeds, {rules} rules, {failing} failing"
+
+    # --- reload ------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        if self.config_path is None or self.stopping.is_set():
+            return
+        self.notifier.reloading()
+        try:
+            loaded = load(self.config_path)
+        except (ConfigError, ConfigErrors) as err:
+            for line in str(err).splitlines():
+                log.error("reload refused, configuration kept", extra=fields(error=line))
+            self.notifier.ready(self.summary())
+            return
+        self.scheduler.pause()
+        await self._wait_for_jobs(RELOAD_DRAIN)
+        old = self.pipeline
+        self.loaded, self.pipeline = loaded, build(loaded, self.res)
+        self.pipeline.last_success.update(old.last_success)
+        await close(old)
+        self._schedule_feeds()
+        self.scheduler.resume()
+        self.notifier.ready(self.summary())
+        log.info("reloaded", extra=fields(feeds=len(loaded.feeds()), rules=len(loaded.rules)))
+
+    # --- scheduling --------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._schedule_feeds()
         now = datetime.now().astimezone()
-        for feed in self.feeds:
-            every = feed.every.total_seconds()
-            trigger = IntervalTrigger(seconds=every, jitter=min(every * 0.1, 30.0))
-            first = now + timedelta(seconds=random.uniform(0, min(every, 5.0) / 5))
-            scheduler.add_job(
-                self._job, trigger, args=[self._poll, feed], id=feed.key, name=feed.key,
-                max_instances=1, coalesce=True, next_run_time=first, misfire_grace_time=None,
-            )  # fmt: skip
-        scheduler.add_job(
+        self.scheduler.add_job(
             self._job, IntervalTrigger(seconds=DELIVER_EVERY), args=[self._flush, None],
             id="deliver", max_instances=1, coalesce=True, next_run_time=now,
         )  # fmt: skip
-        scheduler.add_job(
+        self.scheduler.add_job(
             self._job, IntervalTrigger(seconds=PRUNE_EVERY.total_seconds()),
             args=[self._prune, None], id="prune", max_instances=1, coalesce=True,
         )  # fmt: skip
-        return scheduler
+
+    def _schedule_feeds(self) -> None:
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("feed:"):
+                job.remove()
+        now = datetime.now().astimezone()
+        for feed in self.loaded.feeds():
+            every = feed.every.total_seconds()
+            trigger = IntervalTrigger(seconds=every, jitter=min(every * 0.1, 30.0))
+            first = now + timedelta(seconds=random.uniform(0, min(every, 5.0) / 5))
+            self.scheduler.add_job(
+                self._job, trigger, args=[self._poll, feed], id=f"feed:{feed.key}",
+                name=feed.key, max_instances=1, coalesce=True, next_run_time=first,
+                misfire_grace_time=None,
+            )  # fmt: skip
 
     async def _job(self, work: Callable[[Feed | None], Awaitable[None]], feed: Feed | None) -> None:
         if self.stopping.is_set():
@@ -108,20 +177,62 @@ class Daemon:
         await self.pipeline.flush()
 
     async def _flush(self, _: Feed | None) -> None:
+        self.last_tick = time.monotonic()
         await self.pipeline.flush()
 
     async def _prune(self, _: Feed | None) -> None:
         self.pipeline.prune()
 
-    async def _drain(self) -> None:
-        if not self.running:
-            return
-        _, pending = await asyncio.wait(set(self.running), timeout=max(0.0, self.stop_timeout - 1))
+    async def _wind_down(self) -> None:
+        # pause, not shutdown: APScheduler's shutdown cancels running jobs at once
+        if self.scheduler.running:
+            self.scheduler.pause()
+        await asyncio.sleep(0.01)  # jobs submitted just before see the stop and return
+        pending = await self._wait_for_jobs(max(0.0, self.stop_timeout - 1))
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=1.0)
             log.warning("cancelled in-flight work", extra=fields(jobs=len(pending)))
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    async def _wait_for_jobs(self, bound: float) -> set[asyncio.Task[None]]:
+        if not self.running:
+            return set()
+        _, pending = await asyncio.wait(set(self.running), timeout=bound)
+        return pending
+
+    # --- health ------------------------------------------------------------------------
+
+    async def _serve_http(self) -> web.AppRunner | None:
+        if not self.listen:
+            return None
+        app = make_app(self.health_problems, self.readiness_problems, self.res.metrics)
+        return await serve(app, self.listen)
+
+    def health_problems(self) -> list[str]:
+        """The loop answers (or this would not run); the scheduler must run and tick."""
+        if not self.scheduler.running:
+            return ["scheduler not running"]
+        idle = time.monotonic() - self.last_tick
+        if idle > max(30.0, RELOAD_DRAIN + 5):
+            return [f"delivery job has not run for {idle:.0f}s"]
+        return []
+
+    def readiness_problems(self) -> list[str]:
+        now = time.time()
+        problems = []
+        for feed in self.loaded.feeds():
+            allowed = 3 * feed.every.total_seconds()
+            last = self.pipeline.last_success.get(feed.key)
+            if last is None and now - self.started > allowed:
+                problems.append(f"feed {feed.key}: no successful poll since start")
+            elif last is not None and now - last > allowed:
+                problems.append(f"feed {feed.key}: last successful poll {now - last:.0f}s ago")
+        for sink, attempts in self.pipeline.store.struggling_sinks(STUCK_ATTEMPTS).items():
+            problems.append(f"sink {sink}: a notification failed {attempts} times")
+        return problems
 
 
 async def once(pipeline: Pipeline, feeds: list[Feed]) -> int:

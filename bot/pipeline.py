@@ -30,6 +30,7 @@ from bot.errors import (
 from bot.http import RateLimiter
 from bot.item import Item
 from bot.logs import fields
+from bot.metrics import Metrics
 from bot.render import Renderer
 from bot.rules import Match, Rule, Step, plan
 from bot.sinks import Notification, Sink
@@ -100,11 +101,13 @@ class Pipeline:
     store: Store
     clock: Clock = field(default_factory=Clock)
     health: Health = field(default_factory=Health)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self._delivering = asyncio.Lock()
         self._acting = asyncio.Lock()
         self._resting: dict[str, tuple[int, float]] = {}  # feed → (failures in a row, until)
+        self.last_success: dict[str, float] = {}  # feed → time of its last good poll
         self._sink_limits = {
             name: RateLimiter(*sink.config.rate, margin=0.0)
             for name, sink in self.sinks.items()
@@ -123,19 +126,26 @@ class Pipeline:
             return 0
         source = self.sources[feed.account]
         polled_before, cursor = self.store.cursor(feed.key)
+        labels = (feed.account, feed.name)
+        self.metrics.polls.labels(*labels).inc()
         try:
-            result = await source.poll(feed.name, cursor)
+            with self.metrics.poll_seconds.labels(*labels).time():
+                result = await source.poll(feed.name, cursor)
         except RemoteError as err:
+            self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
             self.health.failed(feed.key, err)
             wait = rest(failures + 1, err, feed.every.total_seconds())
             self._resting[feed.key] = (failures + 1, self.clock.time() + wait)
             raise
         self._resting.pop(feed.key, None)
+        self.last_success[feed.key] = self.clock.time()
+        self.metrics.last_poll.labels(*labels).set(self.last_success[feed.key])
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
         added = self.store.record_poll(
             feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip
         )
         self.health.ok(feed.key)
+        self.metrics.new_items.labels(*labels).inc(added)
         if added:
             log.info("polled", extra=fields(feed=feed.key, new=added, backlog_skipped=skip))
         await self.plan_new(feed)
@@ -175,6 +185,7 @@ class Pipeline:
         context = {"item": item.fields(now), "account": item.account, "now": now}
         steps: list[NewStep] = []
         for match in plan(self.rules, item, context):
+            self.metrics.matches.labels(match.rule.name).inc()
             log.info(
                 "matched",
                 extra=fields(
@@ -264,6 +275,7 @@ class Pipeline:
         try:
             await sink.send(Notification(**step.payload))
         except (TransientError, AuthError) as err:
+            self.metrics.notifications.labels(sink.name, "retry").inc()
             self.health.failed(key, err)
             hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
             self.store.retry_step(
@@ -271,6 +283,7 @@ class Pipeline:
             )
             return False
         except PermanentError as err:
+            self.metrics.notifications.labels(sink.name, "failed").inc()
             log.error(
                 "delivery failed",
                 extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)),
@@ -279,6 +292,7 @@ class Pipeline:
             self.store.cancel_actions(step.feed, step.item_id, step.rule, now=self.clock.time())
             return True
         self.store.finish_step(step.id, now=self.clock.time())
+        self.metrics.notifications.labels(sink.name, "delivered").inc()
         self.health.ok(key)
         log.info("delivered", extra=fields(sink=sink.name, rule=step.rule, item=step.item_id))
         return True
@@ -301,47 +315,49 @@ class Pipeline:
     async def _act(self, feed: str, action: str, steps: list[StepRecord]) -> None:
         account = feed.split("/")[0]
         source = self.sources.get(account)
-        items = [self.store.item(feed, s.item_id) for s in steps]
-        if source is None or any(i is None for i in items):
-            for s in steps:
-                self.store.finish_step(
-                    s.id, now=self.clock.time(), status=CANCELLED, error="account or item gone"
-                )
+        items = [item for s in steps if (item := self.store.item(feed, s.item_id)) is not None]
+        if source is None or len(items) != len(steps):
+            self._finish_actions(action, steps, CANCELLED, "account or item gone")
             return
+        payload = steps[0].payload
         args = {
-            k: v
-            for k, v in {**steps[0].payload["args"], "message": steps[0].payload["message"]}.items()
-            if v is not None
+            **payload["args"],
+            **({"message": payload["message"]} if payload["message"] else {}),
         }
         try:
-            await source.act(action, args, [i for i in items if i is not None])
+            await source.act(action, args, items)
         except GoneError:
-            pass
+            pass  # the item went away upstream: the action is moot
         except (TransientError, AuthError) as err:
+            self.metrics.actions.labels(action, "retry").inc(len(steps))
             self.health.failed(f"{account} actions", err)
+            hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
             for s in steps:
-                hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
-                self.store.retry_step(
-                    s.id, due_at=self.clock.time() + backoff(s.attempts, hint), error=str(err)
-                )
+                due = self.clock.time() + backoff(s.attempts, hint)
+                self.store.retry_step(s.id, due_at=due, error=str(err))
             return
         except PermanentError as err:
-            log.error(
-                "action failed",
-                extra=fields(action=action, feed=feed, items=len(steps), error=str(err)),
-            )
-            for s in steps:
-                self.store.finish_step(s.id, now=self.clock.time(), status=FAILED, error=str(err))
+            log.error("action failed", extra=fields(action=action, feed=feed, error=str(err)))
+            self._finish_actions(action, steps, FAILED, str(err))
             return
         self.health.ok(f"{account} actions")
-        for s in steps:
-            self.store.finish_step(s.id, now=self.clock.time(), status=DONE)
+        self._finish_actions(action, steps, DONE, "")
         log.info("acted", extra=fields(action=action, feed=feed, items=len(steps)))
+
+    def _finish_actions(
+        self, action: str, steps: list[StepRecord], status: str, error: str
+    ) -> None:
+        self.metrics.actions.labels(action, status).inc(len(steps))
+        for s in steps:
+            self.store.finish_step(s.id, now=self.clock.time(), status=status, error=error)
 
     async def flush(self) -> None:
         """Deliver what is due, then act on what was delivered."""
         await self.deliver()
         await self.act()
+        depth, oldest = self.store.outbox()
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest.set(self.clock.time() - oldest if oldest else 0.0)
 
     def prune(self) -> None:
         now = self.clock.time()

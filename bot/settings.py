@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,8 +24,18 @@ class Settings(BaseSettings):
     state: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    listen: str = "127.0.0.1:9321"
+    sentry_dsn: SecretStr | None = None
+    environment: str = "production"
     stop_timeout: float = 10.0
-    dry_run: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError(f"{value!r} is not host:port (empty disables the HTTP server)")
+        return value
 
     def state_path(self, configured: Path | None) -> Path:
         """--state / INBOXBOT_STATE, else the config's ``state:``, else $STATE_DIRECTORY."""

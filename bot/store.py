@@ -228,9 +228,22 @@ class Store:
         )
 
     def outbox_depth(self) -> int:
-        return int(
-            self.db.execute("SELECT count(*) FROM steps WHERE status=?", (PENDING,)).fetchone()[0]
-        )
+        return self.outbox()[0]
+
+    def outbox(self) -> tuple[int, float | None]:
+        """(pending steps, creation time of the oldest)."""
+        depth, oldest = self.db.execute(
+            "SELECT count(*), min(created_at) FROM steps WHERE status=?", (PENDING,)
+        ).fetchone()
+        return int(depth), oldest
+
+    def struggling_sinks(self, attempts: int) -> dict[str, int]:
+        """Sinks with a pending delivery tried at least ``attempts`` times → most attempts."""
+        rows = self.db.execute(
+            "SELECT target, max(attempts) FROM steps WHERE status=? AND kind='deliver' "
+            "AND attempts>=? GROUP BY target", (PENDING, attempts)
+        )  # fmt: skip
+        return {target: int(n) for target, n in rows}
 
     def prune(self, *, before: float, forget_before: float) -> None:
         """Drop finished steps and item bodies older than ``before``; ids (for dedup) until

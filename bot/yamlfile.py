@@ -1,5 +1,5 @@
-"""YAML files read with the line of every key, and ``${VAR}``, ``${VAR:-default}`` and
-``${file:PATH}`` expanded.
+"""YAML files read with the line of every key, and ``${VAR}``, ``${VAR:-default}``,
+``${file:PATH}`` and ``${credential:NAME}`` (systemd ``LoadCredential=``, /run/secrets) expanded.
 
 Configuration errors must name the file and line of the offending field, so the
 loader keeps a map from each value's path (``("accounts", "signup", "token")``)
@@ -98,6 +98,8 @@ class _Builder:
     def _reference(self, ref: str, path: Path_) -> str:
         """The value of ``${ref}``: an environment variable, or ``file:PATH``'s content."""
         where = dotted(path)
+        if ref.startswith("credential:"):
+            return self._credential(ref[11:].strip(), path)
         if ref.startswith("file:"):
             target = self.base / os.path.expanduser(ref[5:].strip())
             try:
@@ -115,6 +117,19 @@ class _Builder:
         if value is None:
             raise self.doc.error(path, f"{where}: environment variable {name} is not set")
         return value
+
+    def _credential(self, name: str, path: Path_) -> str:
+        """A systemd credential ($CREDENTIALS_DIRECTORY/NAME) or a container secret
+        (/run/secrets/NAME), whichever exists."""
+        folders = [os.environ.get("CREDENTIALS_DIRECTORY", ""), "/run/secrets"]
+        for folder in filter(None, folders):
+            target = Path(folder) / name
+            if target.is_file():
+                return target.read_text(encoding="utf-8").rstrip("\r\n")
+        where = dotted(path)
+        raise self.doc.error(
+            path, f"{where}: no credential {name!r} in $CREDENTIALS_DIRECTORY or /run/secrets"
+        )
 
 
 def dotted(path: Path_) -> str:
