@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
-from bot.app import load, running
+from bot.app import load, resources
 from bot.daemon import Daemon
 from bot.errors import ConfigError, ConfigErrors
 from bot.settings import Settings
@@ -55,8 +55,10 @@ async def run_demo(settings: Settings, duration: float | None) -> int:
             return 2
         print("demo: simulators on loopback; a new item every few seconds; Ctrl-C stops")
         with tempfile.TemporaryDirectory(prefix="inboxbot-demo-") as tmp:
-            async with running(loaded, Path(tmp) / "state.db") as pipeline:
-                daemon = Daemon(pipeline, loaded.feeds(), stop_timeout=settings.stop_timeout)
+            async with resources(Path(tmp) / "state.db") as res:
+                daemon = Daemon(
+                    loaded, res, config_path=demo_config(), stop_timeout=settings.stop_timeout
+                )
                 feeder = asyncio.create_task(_keep_coming(new_item, rng))
                 if duration:
                     asyncio.get_running_loop().call_later(duration, daemon.stop)
