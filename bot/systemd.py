@@ -25,6 +25,7 @@ class Notifier:
             return
         # systemd gone (or never there): nothing to tell
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, suppress(OSError):
+            sock.setblocking(False)  # a full queue must never stall the event loop
             sock.sendto("\n".join(lines).encode(), self.address)
 
     def ready(self, status: str) -> None:

@@ -1,0 +1,182 @@
+"""Running for months: sd_notify, the HTTP endpoints, SIGHUP reload, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import Setup
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """`inboxbot run` in a subprocess with a notify socket and an HTTP port."""
+
+    def __init__(self, config: Path, tmp: Path) -> None:
+        self.config, self.port = config, free_port()
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(tmp / "notify.sock"))
+        self.notify.setblocking(False)
+        self.messages: list[str] = []
+        self.log = tmp / "daemon.log"
+        self.log.touch()
+
+    async def start(self) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": self.notify.getsockname(), "WATCHDOG_USEC": "400000",
+               "INBOXBOT_LISTEN": f"127.0.0.1:{self.port}"}  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "--config", str(self.config), "run",
+                stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env,
+            )  # fmt: skip
+
+    def received(self) -> list[str]:
+        while True:
+            try:
+                self.messages += self.notify.recv(4096).decode().splitlines()
+            except BlockingIOError:
+                return self.messages
+
+    async def wait_for(self, line: str, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(m.startswith(line) for m in self.received()) or line in self.log.read_text():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"never saw {line!r}; notify: {self.received()[-5:]}\n{self.log.read_text()}"
+        )
+
+    async def get(self, path: str) -> tuple[int, str]:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as s,
+            s.get(f"http://127.0.0.1:{self.port}{path}") as r,
+        ):
+            return r.status, await r.text()
+
+
+@pytest.fixture
+async def daemon(setup: Setup) -> AsyncIterator[Daemon]:
+    d = Daemon(setup.write(), setup.tmp)
+    yield d
+    if d.proc.returncode is None:
+        d.proc.kill()
+        await d.proc.wait()
+    d.notify.close()
+
+
+async def test_sd_notify_ready_watchdog_and_stopping(daemon: Daemon) -> None:
+    await daemon.start()
+    await daemon.wait_for("READY=1")
+    assert any(m.startswith("STATUS=1 feeds, 1 rules") for m in daemon.received())
+    before = daemon.received().count("WATCHDOG=1")
+    await asyncio.sleep(1.0)
+    assert daemon.received().count("WATCHDOG=1") >= before + 2  # every 0.2 s while healthy
+    daemon.proc.send_signal(signal.SIGSTOP)  # a hung process: no more pings
+    await asyncio.sleep(0.3)
+    stalled = daemon.received().count("WATCHDOG=1")
+    await asyncio.sleep(1.0)
+    assert daemon.received().count("WATCHDOG=1") == stalled
+    daemon.proc.send_signal(signal.SIGCONT)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(daemon.proc.wait(), 15) == 0
+    assert "STOPPING=1" in daemon.received()
+
+
+async def test_health_readiness_and_metrics(setup: Setup, daemon: Daemon) -> None:
+    setup.sim.add_message(setup.account, sender="a@example.com", subject="hi", text_body="x")
+    await daemon.start()
+    await daemon.wait_for("event=delivered")
+    assert await daemon.get("/healthz") == (200, "ok\n")
+    assert await daemon.get("/readyz") == (200, "ok\n")
+    status, metrics = await daemon.get("/metrics")
+    assert status == 200
+    for line in [
+        'inboxbot_polls_total{account="inbox",feed="messages"}',
+        'inboxbot_new_items_total{account="inbox",feed="messages"} 1.0',
+        'inboxbot_rule_matches_total{rule="new-mail"} 1.0',
+        'inboxbot_notifications_total{outcome="delivered",sink="hooks"} 1.0',
+        'inboxbot_actions_total{action="mark_read",outcome="done"} 1.0',
+        "inboxbot_outbox_depth 0.0",
+        'inboxbot_poll_duration_seconds_bucket{account="inbox",feed="messages",le="0.5"}',
+        'inboxbot_last_successful_poll_timestamp_seconds{account="inbox",feed="messages"}',
+    ]:
+        assert line in metrics, line
+    setup.sim.set_down(True)  # the feed fails for longer than three intervals (1 s each)
+    await asyncio.sleep(4.5)
+    status, body = await daemon.get("/readyz")
+    assert status == 503 and "feed inbox/messages: last successful poll" in body
+    assert (
+        'inboxbot_poll_errors_total{account="inbox",feed="messages",reason="TransientError"}'
+        in (await daemon.get("/metrics"))[1]
+    )
+    setup.sim.set_down(False)
+    deadline = time.monotonic() + 20
+    while (await daemon.get("/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, "never ready again"
+        await asyncio.sleep(0.3)
+    log = daemon.log.read_text()
+    assert log.count("event=failing") == 1 and log.count("event=recovered") == 1
+
+
+async def test_sighup_keeps_a_bad_configuration_out_and_takes_a_good_one(
+    setup: Setup, daemon: Daemon
+) -> None:
+    await daemon.start()
+    await daemon.wait_for("READY=1")
+    good = daemon.config.read_text()
+    daemon.config.write_text(good.replace("every: 1s", "every: soon"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    await daemon.wait_for('event="reload refused, configuration kept"')
+    assert (
+        f"{daemon.config}:7: accounts.inbox.every: 'soon' is not a duration"
+        in daemon.log.read_text()
+    )
+    second = setup.sim.add_account("bob@mail.td")
+    setup.sim.add_message(second, sender="a@example.com", subject="for bob", text_body="x")
+    daemon.config.write_text(good.replace("sinks:", f"""\
+  bob:
+    type: mailtd
+    base_url: {setup.sim.base_url}
+    account_id: bob@mail.td
+    token: {second.token}
+    every: 1s
+sinks:"""))  # fmt: skip
+    daemon.proc.send_signal(signal.SIGHUP)
+    await daemon.wait_for("event=reloaded")
+    assert any(m.startswith("STATUS=2 feeds") for m in daemon.received())
+    deadline = time.monotonic() + 15
+    while not any(b["account"] == "bob" for b in setup.hook.received):
+        assert time.monotonic() < deadline, "the added feed was never polled"
+        await asyncio.sleep(0.2)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(daemon.proc.wait(), 15) == 0
+
+
+async def test_healthcheck_command(daemon: Daemon) -> None:
+    async def healthcheck() -> int:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "healthcheck", env={**os.environ, "INBOXBOT_LISTEN": f"127.0.0.1:{daemon.port}"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return await proc.wait()
+
+    assert await healthcheck() == 1
+    await daemon.start()
+    await daemon.wait_for("READY=1")
+    assert await healthcheck() == 0
