@@ -17,6 +17,7 @@ from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors
 from bot.logs import setup_logging
+from bot.sentry import Scrubber, init_sentry, secret_values
 from bot.settings import Settings
 from bot.systemd import Notifier
 
@@ -86,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"{settings.config}: ok ({summary(loaded)})")
         return 0
-    return asyncio.run(serve(loaded, settings, args.command == "once"))
+    scrubber = Scrubber(secret_values(loaded.config))
+    init_sentry(settings.sentry_dsn, settings.environment, scrubber)
+    return asyncio.run(serve(loaded, settings, args.command == "once", scrubber))
 
 
 def summary(loaded: Loaded) -> str:
@@ -94,7 +97,7 @@ def summary(loaded: Loaded) -> str:
     return f"{feeds} feeds, {rules} rules, {len(loaded.config.sinks)} sinks"
 
 
-async def serve(loaded: Loaded, settings: Settings, one_pass: bool) -> int:
+async def serve(loaded: Loaded, settings: Settings, one_pass: bool, scrubber: Scrubber) -> int:
     state = settings.state_path(loaded.config.state)
     if one_pass:
         async with running(loaded, state) as pipeline:
@@ -102,7 +105,7 @@ async def serve(loaded: Loaded, settings: Settings, one_pass: bool) -> int:
     async with resources(state) as res:
         daemon = Daemon(
             loaded, res, config_path=settings.config, stop_timeout=settings.stop_timeout,
-            listen=settings.listen, notifier=Notifier(),
+            listen=settings.listen, notifier=Notifier(), scrubber=scrubber,
         )  # fmt: skip
         try:
             await daemon.run()

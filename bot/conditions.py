@@ -28,7 +28,7 @@ Predicate = Callable[[Context], bool]
 
 FIELDS = (
     "account", "feed", "kind", "id", "sender", "recipient", "subject", "text", "html",
-    "unread", "created_at", "age", "url", "attachments", "links",
+    "unread", "created_at", "age", "url", "attachments", "links", "upstream",
 )  # fmt: skip
 _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 _TEXT_OPS = ("regex", "contains", "startswith", "endswith")

@@ -26,6 +26,7 @@ from bot.app import Loaded, Resources, build, close, load
 from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
+from bot.sentry import Scrubber, secret_values
 from bot.sources import Feed
 from bot.systemd import Notifier
 from bot.web import make_app, serve
@@ -48,6 +49,7 @@ class Daemon:
         stop_timeout: float = 10.0,
         listen: str = "",
         notifier: Notifier | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.loaded = loaded
         self.res = res
@@ -56,6 +58,7 @@ class Daemon:
         self.stop_timeout = stop_timeout
         self.listen = listen
         self.notifier = notifier or Notifier({})
+        self.scrubber = scrubber or Scrubber()
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -117,6 +120,7 @@ class Daemon:
         await self._wait_for_jobs(RELOAD_DRAIN)
         old = self.pipeline
         self.loaded, self.pipeline = loaded, build(loaded, self.res)
+        self.scrubber.update(secret_values(loaded.config))
         self.pipeline.last_success.update(old.last_success)
         await close(old)
         self._schedule_feeds()

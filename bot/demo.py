@@ -19,13 +19,15 @@ from bot.app import load, resources
 from bot.daemon import Daemon
 from bot.errors import ConfigError, ConfigErrors
 from bot.settings import Settings
-from bot.sim import mailtd
+from bot.sim import e621, mailtd, minutemail
 
 # One line per upstream: a context manager that starts its simulator for the demo and
 # yields a function adding one new item.
 Upstream = Callable[[random.Random], AbstractAsyncContextManager[Callable[[], object]]]
 UPSTREAMS: list[Upstream] = [
+    e621.demo,
     mailtd.demo,
+    minutemail.demo,
 ]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"

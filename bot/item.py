@@ -39,6 +39,7 @@ class Item:
     attachments: tuple[Attachment, ...] = ()
     links: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    upstream: str = ""  # the account's type (mailtd, e621, …), set by the pipeline
     # False while the detail fields above are not fetched yet (see Source.complete).
     complete: bool = True
 

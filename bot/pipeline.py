@@ -14,7 +14,7 @@ import random
 import time as _time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,6 +131,7 @@ class Pipeline:
         try:
             with self.metrics.poll_seconds.labels(*labels).time():
                 result = await source.poll(feed.name, cursor)
+            items = [replace(i, upstream=source.type_name) for i in result.items]
         except RemoteError as err:
             self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
             self.health.failed(feed.key, err)
@@ -142,7 +143,7 @@ class Pipeline:
         self.metrics.last_poll.labels(*labels).set(self.last_success[feed.key])
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
         added = self.store.record_poll(
-            feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip
+            feed.key, items, result.cursor, now=self.clock.time(), skip=skip
         )
         self.health.ok(feed.key)
         self.metrics.new_items.labels(*labels).inc(added)

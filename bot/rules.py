@@ -276,6 +276,10 @@ class RuleLoader:
             names &= {named}
         elif isinstance(named, list):
             names &= {str(n) for n in named}
+        upstreams = when.get("upstream")
+        if isinstance(upstreams, str | list):
+            wanted = {upstreams} if isinstance(upstreams, str) else set(upstreams)
+            names = {n for n in names if self.accounts[n].type in wanted}
         kinds = when.get("kind")
         if isinstance(kinds, str | list):
             wanted = {kinds} if isinstance(kinds, str) else set(kinds)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from bot.sources import SOURCES
 
 CONFIG = """\
 accounts:
@@ -59,7 +60,7 @@ CASES = [
         "type: mailtd",
         "type: gmail",
         3,
-        "'gmail'; allowed: mailtd",
+        "'gmail'; allowed: " + ", ".join(sorted(SOURCES)),
     ),
     (
         "unknown sink type",

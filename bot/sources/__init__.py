@@ -1,10 +1,14 @@
 """The upstreams inboxbot can poll: one module each, listed here by ``type:``."""
 
 from bot.sources.base import Feed, PollResult, Source
+from bot.sources.e621 import E621Source
 from bot.sources.mailtd import MailTdSource
+from bot.sources.minutemail import MinuteMailSource
 
 SOURCES: dict[str, type[Source]] = {
+    "e621": E621Source,
     "mailtd": MailTdSource,
+    "minutemail": MinuteMailSource,
 }
 
 __all__ = ["SOURCES", "Feed", "PollResult", "Source"]
