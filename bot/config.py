@@ -111,6 +111,8 @@ class Config(Model):
     backlog: Literal["skip", "notify"] = "skip"
     max_actions_per_poll: int = Field(50, ge=1)
     retention: Duration = timedelta(days=30)
+    alerts_to: str | None = None
+    alerts_after: Duration = timedelta(minutes=30)
     _base_dir: Path = PrivateAttr(Path("."))
 
     def rule_files(self, pattern: str | None = None) -> list[Path]:
@@ -125,6 +127,16 @@ class Config(Model):
 
     def template_dirs(self) -> list[Path]:
         return [self._base_dir / d for d in self.templates]
+
+    def unknown_alert_sink(self, doc: YamlDoc) -> list[ConfigError]:
+        if self.alerts_to is None or self.alerts_to in self.sinks:
+            return []
+        known = ", ".join(sorted(self.sinks)) or "none configured"
+        return [
+            doc.error(
+                ("alerts_to",), f"alerts_to: unknown sink {self.alerts_to!r}; configured: {known}"
+            )
+        ]
 
     def missing_files(self, doc: YamlDoc) -> list[ConfigError]:
         """A rules pattern that names no file, a templates folder that does not exist."""
@@ -178,7 +190,7 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
     except ValidationError as err:
         raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
     config._base_dir = path.parent
-    errors += config.missing_files(doc)
+    errors += config.missing_files(doc) + config.unknown_alert_sink(doc)
     if errors:
         raise ConfigErrors(errors)
     return config

@@ -122,6 +122,7 @@ class Daemon:
         self.loaded, self.pipeline = loaded, build(loaded, self.res)
         self.scrubber.update(secret_values(loaded.config))
         self.pipeline.last_success.update(old.last_success)
+        self.pipeline.health = old.health
         await close(old)
         self._schedule_feeds()
         self.scheduler.resume()

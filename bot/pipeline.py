@@ -8,6 +8,7 @@ are planned, steps not done yet are retried.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -73,22 +74,44 @@ def rest(failures: int, err: RemoteError, every: float) -> float:
     return max(hint or 0.0, min(FEED_REST_CAP, grown))
 
 
+@dataclass
+class Failing:
+    reason: str
+    since: float
+    auth: bool
+
+
 class Health:
-    """Logs a failing feed or sink once when it starts failing and once when it recovers."""
+    """Logs a failing feed or sink once when it starts failing and once when it recovers,
+    and knows which failures are due an alert (see ``Pipeline.alert``)."""
 
     def __init__(self) -> None:
-        self.failing: dict[str, str] = {}
+        self.failing: dict[str, Failing] = {}
+        self.alerted: set[str] = set()
+        self.recovered: set[str] = set()  # alerted, then recovered: the all-clear is due
 
     def failed(self, key: str, err: Exception) -> None:
         reason = str(err)
         if key not in self.failing:
             kind = type(err).__name__
             log.warning("failing", extra=fields(target=key, error=kind, reason=reason))
-        self.failing[key] = reason
+            self.failing[key] = Failing(reason, _time.time(), isinstance(err, AuthError))
+        self.failing[key].reason = reason
 
     def ok(self, key: str) -> None:
         if self.failing.pop(key, None) is not None:
             log.info("recovered", extra=fields(target=key))
+            if key in self.alerted:
+                self.alerted.discard(key)
+                self.recovered.add(key)
+
+    def due(self, now: float, after: float) -> list[tuple[str, Failing]]:
+        """Failures not alerted yet that are old enough (an auth failure at once)."""
+        return [
+            (key, f)
+            for key, f in self.failing.items()
+            if key not in self.alerted and (f.auth or now - f.since >= after)
+        ]
 
 
 @dataclass
@@ -356,9 +379,39 @@ class Pipeline:
         """Deliver what is due, then act on what was delivered."""
         await self.deliver()
         await self.act()
+        await self.alert()
         depth, oldest = self.store.outbox()
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest.set(self.clock.time() - oldest if oldest else 0.0)
+
+    async def alert(self) -> None:
+        """Tell ``alerts_to`` about failures older than ``alerts_after`` (auth: at once), once,
+        and once more when they are over. An alert that cannot go out is tried next time."""
+        sink = self.sinks.get(self.config.alerts_to or "")
+        if sink is None:
+            return
+        now = self.clock.time()
+        for key, failure in self.health.due(now, self.config.alerts_after.total_seconds()):
+            title = f"inboxbot: {key} is failing"
+            if await self._send_alert(sink, f"{key}:{failure.since}", title, failure.reason):
+                self.health.alerted.add(key)
+        for key in sorted(self.health.recovered):
+            if await self._send_alert(sink, f"{key}:ok:{now}", f"inboxbot: {key} recovered", ""):
+                self.health.recovered.discard(key)
+
+    async def _send_alert(self, sink: Sink, key: str, title: str, message: str) -> bool:
+        alert = Notification(
+            id=hashlib.sha256(key.encode()).hexdigest()[:32], rule="inboxbot-alert", account="",
+            feed="", kind="alert", item_id="", title=title, message=message, url=None,
+            priority="high",
+        )  # fmt: skip
+        try:
+            await sink.send(alert)
+        except RemoteError as err:
+            log.warning("alert not sent", extra=fields(sink=sink.name, error=str(err)))
+            return False
+        log.info("alert sent", extra=fields(sink=sink.name, title=title))
+        return True
 
     def prune(self) -> None:
         now = self.clock.time()

@@ -22,8 +22,9 @@ _TOKENS = re.compile(
 )
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL_PATH = re.compile(r"(https?://[^/\s]+)/[^\s\"']*")
-CONTENT_KEYS = frozenset({"subject", "text", "html", "message", "title", "body", "sender",
-                          "recipient", "item", "extract", "raw", "payload"})  # fmt: skip
+# Item content under these keys is dropped whole (``message`` stays: it is the log event).
+CONTENT_KEYS = frozenset({"subject", "text", "html", "body", "sender", "recipient", "item",
+                          "extract", "raw", "payload"})  # fmt: skip
 
 
 class Scrubber:

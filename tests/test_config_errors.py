@@ -240,6 +240,14 @@ CASES = [
         10,
         "_base_dir: unknown key",
     ),
+    (
+        "unknown alert sink",
+        "inboxbot.yaml",
+        "rules: [",
+        "alerts_to: pager\nrules: [",
+        10,
+        "alerts_to: unknown sink 'pager'; configured: hooks, screen",
+    ),
     ("template syntax", "templates/email.j2", "{{ item.text }}", "{{ item.text }", 2, "email.j2"),
 ]
 

@@ -289,3 +289,36 @@ async def test_a_refused_token_rests_the_feed_for_minutes(setup: Setup) -> None:
         pipe.clock.time = lambda: time.time() + 600  # type: ignore[method-assign]
         assert await pipe.poll(FEED) == 0
         assert len(setup.sim.requests) == asked
+
+
+async def test_a_long_failure_alerts_once_and_its_end_once(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with setup.pipeline(extra="alerts_to: screen\nalerts_after: 30m\n") as pipe:
+        setup.sim.set_down(True)
+        with pytest.raises(RemoteError):
+            await cycle(pipe)
+        assert "is failing" not in capsys.readouterr().out  # not for 30 minutes
+        pipe.clock.time = lambda: time.time() + 3600  # type: ignore[method-assign]
+        await pipe.flush()
+        await pipe.flush()
+        out = capsys.readouterr().out
+        assert out.count("inboxbot: inbox/messages is failing") == 1
+        assert "HTTP 503" in out
+        setup.sim.set_down(False)
+        await cycle(pipe)
+        await pipe.flush()
+        assert capsys.readouterr().out.count("inboxbot: inbox/messages recovered") == 1
+
+
+async def test_an_auth_failure_alerts_at_once(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with setup.pipeline(extra="alerts_to: screen\n") as pipe:
+        setup.sim.revoke_token(setup.account)
+        with pytest.raises(RemoteError):
+            await cycle(pipe)
+        await pipe.flush()
+    out = capsys.readouterr().out
+    assert "inboxbot: inbox/messages is failing" in out and "invalid_or_expired_token" in out
+    assert setup.account.token not in out
