@@ -1,13 +1,16 @@
-"""Memory of an idle ``inboxbot run``: 6 Mail.td feeds with nothing new, polled every 10 s;
-RSS sampled every 10 s, then SIGTERM: exit code and time to stop.
+"""Memory of an idle ``inboxbot run``: 6 Mail.td feeds with nothing new, polled every 10 s,
+the HTTP server on; time from start to READY=1 (sd_notify); RSS sampled every 10 s, then
+SIGTERM: exit code and time to stop. ``--sentry`` sets a DSN (a local port nobody answers).
 
-    .venv/bin/python bench/idle.py [--seconds 180] [--every 10s]
+    .venv/bin/python bench/idle.py [--seconds 180] [--every 10s] [--sentry]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,10 +37,25 @@ def status_kb(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(notify: socket.socket) -> float:
+    """The monotonic time at which READY=1 arrived."""
+    notify.settimeout(60)
+    while b"READY=1" not in notify.recv(4096):
+        pass
+    return time.monotonic()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--every", default="10s", help="each feed's poll interval")
+    parser.add_argument("--sentry", action="store_true", help="with a Sentry DSN set")
     args = parser.parse_args()
     with mailtd_sim(accounts=FEEDS, messages=10) as sim, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -47,8 +65,19 @@ def main() -> None:
         )  # fmt: skip
         log = (folder / "inboxbot.log").open("w")
         cmd = [str(INBOXBOT), "--config", str(config), "--state", str(folder / "state.db"), "run"]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(folder / "notify.sock"))
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(folder / "notify.sock"),
+            "INBOXBOT_LISTEN": f"127.0.0.1:{free_port()}",
+        }
+        if args.sentry:
+            env["INBOXBOT_SENTRY_DSN"] = "http://public@127.0.0.1:9/1"
         start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        ready = wait_ready(notify) - start
+        print(f"idle: READY=1 after {ready:.2f} s", flush=True)
         samples: list[tuple[float, int]] = []
         while True:
             time.sleep(min(SAMPLE_EVERY, max(0.0, start + args.seconds - time.monotonic())))
@@ -72,7 +101,8 @@ def main() -> None:
         lines = (folder / "inboxbot.log").read_text().splitlines()
     final, peak = samples[-1][1] / 1024, max(kb for _, kb in samples) / 1024
     print(
-        f"idle: {FEEDS} feeds every {args.every} for {args.seconds:.0f} s: RSS final {final:.1f} "
+        f"idle: {FEEDS} feeds every {args.every}, HTTP server on, Sentry "
+        f"{'on' if args.sentry else 'off'}, {args.seconds:.0f} s: RSS final {final:.1f} "
         f"MiB, peak sampled {peak:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB"
     )
     print(f"idle: SIGTERM -> exit code {code} after {stopped:.2f} s")
