@@ -19,7 +19,7 @@ from bot.app import load, resources
 from bot.daemon import Daemon
 from bot.errors import ConfigError, ConfigErrors
 from bot.settings import Settings
-from bot.sim import e621, mailtd, minutemail
+from bot.sim import e621, mailtd, minutemail, rocketchat
 
 # One line per upstream: a context manager that starts its simulator for the demo and
 # yields a function adding one new item.
@@ -28,6 +28,7 @@ UPSTREAMS: list[Upstream] = [
     e621.demo,
     mailtd.demo,
     minutemail.demo,
+    rocketchat.demo,
 ]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"

@@ -119,10 +119,11 @@ async def test_sigkill_at_random_moments_loses_nothing(setup: Setup) -> None:
 
 async def test_the_demo_shows_notifications_and_ends_by_itself() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "demo", "--duration", "6",
+        sys.executable, "-m", "bot", "demo", "--duration", "8",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 40)
     assert proc.returncode == 0, err.decode()
-    assert out.count(b"\xe2\x94\x80\xe2\x94\x80 demo/messages") >= 4  # the seeded inbox at least
+    for feed in ("demo/messages", "mm/mails", "fur/dmails", "fur/comments", "chat/dms"):
+        assert f"── {feed} ".encode() in out, feed  # all five feeds, from their seeded inboxes
     assert b"level=error" not in err

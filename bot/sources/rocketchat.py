@@ -1,0 +1,391 @@
+"""Rocket.Chat direct messages: new messages in the user's 1:1 and group DMs.
+
+    work:
+      type: rocketchat
+      base_url: https://chat.example.org
+      user_id: rbAXPnMktTFbNpwtJ          # a personal access token (Account > Personal
+      token: ${ROCKETCHAT_TOKEN}          # Access Tokens) with its owner's user id, or:
+      # username: alice                   # password login, repeated when the token is refused
+      # password: ${ROCKETCHAT_PASSWORD}
+      every: 1m
+      rate: 10                            # calls per minute per route: the server's default
+
+A poll asks ``subscriptions.get?updatedSince=`` which DM rooms changed, then reads only
+those rooms' ``dm.history`` with ``showThreadMessages=true`` (thread replies included),
+from the newest message seen in the room. The first poll reads, in each room with unread
+activity, the messages since the user last looked (the newest 50). The user's own and
+system messages are never items. The cursor is JSON: the newest subscription update and the
+newest message time per room (at most 200 rooms).
+
+Rocket.Chat allows 10 calls per minute per route and client IP by default, so each route
+has its own limiter, shared by every account on the server. ``realtime: true`` is accepted
+(DESIGN: "websocket where the server allows it, polling as fallback"), but the websocket is
+not implemented yet: such an account polls, and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from pydantic import Field, SecretStr, model_validator
+
+from bot.config import AccountConfig, Duration
+from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
+from bot.http import HttpClient, Limiters, Response, classify
+from bot.item import Attachment, Item
+from bot.logs import fields
+from bot.sources.base import PollResult, Source
+from bot.text import find_links
+
+log = logging.getLogger("inboxbot.sources.rocketchat")
+
+FIRST_POLL_COUNT = 50
+PAGE = 100  # the server's cap on `count`
+LOOKBACK = timedelta(seconds=30)  # messages saved while the previous poll ran
+MAX_ROOMS = 200
+EDGE = timedelta(milliseconds=1)
+RATE_PERIOD = 60.0
+TRANSIENT_TYPES = frozenset({"error-too-many-requests", "too-many-requests"})
+AUTH_TYPES = frozenset({"totp-required", "error-unauthorized", "error-forbidden"})
+GONE_TYPES = frozenset({"error-room-not-found", "invalid-channel"})
+_BRACKETED = re.compile(r"\[([\w.-]+)\]\s*$")
+_WAIT = re.compile(r"wait (\d+) seconds")
+
+
+class RocketChatAccount(AccountConfig):
+    type: Literal["rocketchat"]
+    base_url: str = "https://open.rocket.chat"
+    user_id: str | None = Field(None, min_length=1)
+    token: SecretStr | None = None
+    username: str | None = Field(None, min_length=1)
+    password: SecretStr | None = None
+    every: Duration = timedelta(minutes=1)
+    realtime: bool = False
+    rate: int = Field(10, ge=1, le=100000)
+    feed_names: ClassVar[tuple[str, ...]] = ("dms",)
+
+    @model_validator(mode="after")
+    def _one_login(self) -> RocketChatAccount:
+        token = (self.user_id is not None, self.token is not None)
+        login = (self.username is not None, self.password is not None)
+        wanted = "give user_id + token (a personal access token) or username + password"
+        if any(token) and any(login):
+            raise ValueError(f"{wanted}, not both")
+        if token != (True, True) and login != (True, True):
+            raise ValueError(wanted)
+        return self
+
+
+@dataclass(frozen=True)
+class DmCursor:
+    """Where the last poll stopped: the newest subscription update (``since``, with the
+    subscriptions updated in that very millisecond: ``edge``) and the newest message per room."""
+
+    since: datetime | None = None
+    edge: frozenset[str] = frozenset()
+    rooms: dict[str, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, text: str | None) -> DmCursor:
+        """An unreadable cursor starts over as a first poll, rather than stop the feed."""
+        try:
+            data = json.loads(text or "{}")
+            since = parse_time(data["since"]) if data.get("since") else None
+            rooms = {str(k): parse_time(v) for k, v in data.get("rooms", {}).items()}
+            return cls(since, frozenset(map(str, data.get("edge", []))), rooms)
+        except (AttributeError, TypeError, ValueError):
+            return cls()
+
+    def dump(self) -> str:
+        newest = sorted(self.rooms.items(), key=lambda kv: kv[1], reverse=True)[:MAX_ROOMS]
+        since = iso(self.since) if self.since else None
+        rooms = {rid: iso(ts) for rid, ts in newest}
+        return json.dumps({"since": since, "edge": sorted(self.edge), "rooms": rooms})
+
+    def query(self) -> dict[str, str]:
+        """``updatedSince`` is exclusive: ask from a millisecond earlier, to also see what
+        changed in the millisecond of ``since`` after the last answer was made."""
+        return {"updatedSince": iso(self.since - EDGE)} if self.since else {}
+
+    def changed(self, subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for s in subs if _updated(s) != self.since or str(s.get("_id")) not in self.edge]
+
+    def advanced(self, subs: list[dict[str, Any]], rooms: dict[str, datetime]) -> DmCursor:
+        stamps = {str(s.get("_id")): _updated(s) for s in subs}
+        since = max([t for t in (*stamps.values(), self.since) if t], default=None)
+        edge = {i for i, t in stamps.items() if t == since}
+        return DmCursor(
+            since, frozenset(edge | (self.edge if since == self.since else set())), rooms
+        )
+
+    def oldest(self, rid: str) -> datetime | None:
+        start = self.rooms.get(rid) or self.since
+        return start - LOOKBACK if start else None
+
+
+class RocketChatSource(Source):
+    type_name = "rocketchat"
+    config_model = RocketChatAccount
+    feed_kinds: ClassVar[Mapping[str, str]] = {"dms": "chat"}
+    actions: ClassVar[Mapping[str, frozenset[str]]] = {"chat": frozenset({"mark_read", "reply"})}
+    batch_actions = frozenset({"mark_read"})
+    default_feeds = ("dms",)
+
+    def __init__(
+        self, name: str, config: AccountConfig, session: aiohttp.ClientSession, limiters: Limiters
+    ) -> None:
+        super().__init__(name, config, session, limiters)
+        assert isinstance(config, RocketChatAccount)
+        self.account = config
+        self.base = config.base_url.rstrip("/")
+        self.host = urlsplit(self.base).netloc
+        self.http = HttpClient(
+            session, self.base, service=name, timeout=config.timeout.total_seconds()
+        )
+        self.user_id = config.user_id
+        self.auth_token = config.token.get_secret_value() if config.token else None
+        self._login_lock = asyncio.Lock()
+        if config.realtime:
+            log.info("realtime not implemented yet: polling", extra=fields(account=name))
+
+    # --- poll ----------------------------------------------------------------------------
+
+    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+        state = DmCursor.load(cursor)
+        data = await self._call("GET", "subscriptions.get", params=state.query())
+        subs = self._objects(data, "update")
+        rooms, items = dict(state.rooms), {}
+        try:
+            for sub in state.changed(subs):
+                if sub.get("t") != "d" or (state.since is None and not _has_unread(sub)):
+                    continue
+                rid = str(sub["rid"])
+                oldest = state.oldest(rid) if state.since else _time_or_none(sub.get("ls"))
+                for m in await self._history(rid, oldest, first=state.since is None):
+                    created = parse_time(m["ts"])
+                    rooms[rid] = max(created, rooms.get(rid, created))
+                    if self._wanted(m):
+                        items[str(m["_id"])] = self.normalize(m, sub)
+            after = state.advanced(subs, rooms)
+        except (KeyError, TypeError, ValueError) as err:
+            raise TransientError(f"malformed answer: {err!r}", service=self.name) from None
+        ordered = sorted(items.values(), key=lambda i: i.created_at)
+        return PollResult(ordered, after.dump())
+
+    async def _history(
+        self, rid: str, oldest: datetime | None, *, first: bool
+    ) -> list[dict[str, Any]]:
+        """Every message after ``oldest`` (newest ``count`` only on the first poll), paging
+        back with ``latest``; a room that is gone has none."""
+        count = FIRST_POLL_COUNT if first else PAGE
+        params = {"roomId": rid, "count": str(count), "showThreadMessages": "true",
+                  "inclusive": "true", **({"oldest": iso(oldest)} if oldest else {})}  # fmt: skip
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            try:
+                data = await self._call("GET", "dm.history", params=params)
+            except GoneError:
+                return []
+            batch = self._objects(data, "messages")
+            fresh = [m for m in batch if str(m.get("_id")) not in found]
+            found.update((str(m.get("_id")), m) for m in batch)
+            if first or len(batch) < count or not fresh:
+                return list(reversed(found.values()))  # oldest first
+            params["latest"] = iso(min(parse_time(m["ts"]) for m in batch))
+
+    def _wanted(self, m: Mapping[str, Any]) -> bool:
+        user = m.get("u")
+        mine = isinstance(user, Mapping) and user.get("_id") == self.user_id
+        return not mine and m.get("t") in (None, "e2e")
+
+    def normalize(self, m: Mapping[str, Any], sub: Mapping[str, Any]) -> Item:
+        """One message of a DM room as an item; ``sub`` is the user's subscription to it.
+        Raises KeyError, TypeError or ValueError on a malformed message."""
+        rid, mid = str(m.get("rid") or sub["rid"]), str(m["_id"])
+        created, seen = parse_time(m["ts"]), _time_or_none(sub.get("ls"))
+        text = _text(m)
+        room = str(sub.get("name") or "")
+        return Item(
+            account=self.name,
+            feed="dms",
+            kind="chat",
+            id=mid,
+            created_at=created,
+            sender=str(m["u"]["username"]),
+            recipient=room,
+            subject=str(sub.get("fname") or room) if ", " in room else "",
+            text=text,
+            # no `ls`: the room was never opened, so its messages are unread if it says so
+            unread=created > seen if seen else (True if _has_unread(sub) else None),
+            url=f"{self.base}/direct/{quote(rid)}?msg={quote(mid)}",
+            attachments=_attachments(m),
+            links=self._links(m, text),
+            raw=dict(m),
+        )
+
+    def _links(self, m: Mapping[str, Any], text: str) -> tuple[str, ...]:
+        urls = [str(u.get("url")) for u in _dicts(m.get("urls")) if u.get("url")]
+        for a in _dicts(m.get("attachments")):
+            link = str(a.get("title_link") or "")
+            urls += [self.base + link if link.startswith("/") else link] if link else []
+        return tuple(dict.fromkeys([*find_links(text), *find_links("\n".join(urls))]))
+
+    # --- actions -------------------------------------------------------------------------
+
+    async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
+        if action == "mark_read":
+            for rid in dict.fromkeys(str(i.raw.get("rid")) for i in items):
+                await self._call("POST", "subscriptions.read", json={"rid": rid})
+        elif action == "reply":
+            text = str(args.get("message") or "")
+            if not text:
+                raise PermanentError("reply needs a message", service=self.name)
+            for item in items:
+                body = {"roomId": str(item.raw.get("rid")), "text": text}
+                body |= {"tmid": str(item.raw["tmid"])} if item.raw.get("tmid") else {}
+                await self._call("POST", "chat.postMessage", json=body)
+        else:
+            raise PermanentError(f"Rocket.Chat cannot {action}", service=self.name)
+
+    # --- HTTP, auth, errors --------------------------------------------------------------
+
+    async def _call(self, method: str, route: str, **kwargs: Any) -> Any:
+        """One API call; with a password, a refused token is replaced once by a new login."""
+        fresh = self.auth_token is None
+        if fresh:
+            await self._login(refused=None)
+        used = self.auth_token
+        resp = await self._send(method, route, **kwargs)
+        if resp.status == 401 and self.account.password is not None and not fresh:
+            await self._login(refused=used)
+            resp = await self._send(method, route, **kwargs)
+        if not resp.ok:
+            raise self._error(resp)
+        return resp.json(self.name)
+
+    async def _send(self, method: str, route: str, **kwargs: Any) -> Response:
+        key = f"rocketchat:{self.host}:{method} {route}"
+        await self.limiters.get(key, self.account.rate, RATE_PERIOD).wait()
+        auth = {"X-User-Id": self.user_id or "", "X-Auth-Token": self.auth_token or ""}
+        headers = auth if self.auth_token else {}
+        return await self.http.request(method, f"/api/v1/{route}", headers=headers, **kwargs)
+
+    async def _login(self, refused: str | None) -> None:
+        async with self._login_lock:
+            if self.auth_token != refused:
+                return  # another call logged in meanwhile
+            account = self.account
+            if account.password is None:
+                raise AuthError("no token and no password to log in with", service=self.name)
+            self.auth_token = None
+            body = {"user": account.username, "password": account.password.get_secret_value()}
+            resp = await self._send("POST", "login", json=body)
+            if not resp.ok:
+                raise self._error(resp)
+            data = resp.json(self.name).get("data")
+            if not isinstance(data, dict) or not data.get("authToken") or not data.get("userId"):
+                raise AuthError("POST /api/v1/login answered no token", service=self.name)
+            self.user_id, self.auth_token = str(data["userId"]), str(data["authToken"])
+
+    def _objects(self, data: Any, key: str) -> list[dict[str, Any]]:
+        found = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(found, list):
+            raise TransientError(f"no {key!r} list in the answer", service=self.name)
+        return _dicts(found)
+
+    def _error(self, resp: Response) -> RemoteError:
+        error = resp.error_code("error", "message")
+        bracketed = _BRACKETED.search(error)
+        kind = resp.error_code("errorType") or (bracketed.group(1) if bracketed else "")
+        detail = kind or error or ("HTML page" if not resp.is_json() else "")
+        what, status = f"{resp.what} → HTTP {resp.status} ({detail})", resp.status
+        if status == 429 or kind in TRANSIENT_TYPES:
+            wait = _reset_after(resp, error)
+            return TransientError(what, service=self.name, status=status, retry_after=wait)
+        if status == 401 or kind in AUTH_TYPES:
+            return AuthError(what, service=self.name, status=status)
+        if status == 400 and kind in GONE_TYPES:
+            return GoneError(what, service=self.name, status=status)
+        return classify(resp, self.name, detail)
+
+
+def _reset_after(resp: Response, error: str) -> float:
+    """Seconds until the window resets: ``X-RateLimit-Reset`` is epoch milliseconds."""
+    try:
+        reset = float(resp.headers.get("X-RateLimit-Reset", ""))
+        return max(0.0, (reset / 1000 if reset > 1e11 else reset) - time.time())
+    except ValueError:
+        waited = _WAIT.search(error)
+        return float(waited.group(1)) if waited else RATE_PERIOD
+
+
+def _updated(sub: Mapping[str, Any]) -> datetime | None:
+    return parse_time(sub["_updatedAt"]) if sub.get("_updatedAt") else None
+
+
+def _has_unread(sub: Mapping[str, Any]) -> bool:
+    return bool(sub.get("unread") or sub.get("alert") or sub.get("tunread"))
+
+
+def _text(m: Mapping[str, Any]) -> str:
+    if m.get("t") == "e2e":
+        return "(end-to-end encrypted message)"
+    captions = [
+        str(a.get("description") or a.get("text") or "") for a in _dicts(m.get("attachments"))
+    ]
+    return str(m.get("msg") or "") or "\n".join(c for c in captions if c)
+
+
+def _attachments(m: Mapping[str, Any]) -> tuple[Attachment, ...]:
+    """Uploaded files: ``files`` (or the older single ``file``), else file attachments."""
+    files = _dicts(m.get("files")) or _dicts([m.get("file")])
+    if files:
+        return tuple(_attachment(f.get("name"), f.get("type"), f.get("size")) for f in files)
+    return tuple(
+        _attachment(a.get("title"), a.get("image_type") or a.get("audio_type")
+                    or a.get("video_type"), a.get("image_size") or a.get("size"))
+        for a in _dicts(m.get("attachments")) if a.get("type") == "file"
+    )  # fmt: skip
+
+
+def _attachment(name: Any, content_type: Any, size: Any) -> Attachment:
+    kind = str(content_type or "application/octet-stream")
+    return Attachment(str(name or "file"), kind, size if isinstance(size, int) else None)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    try:
+        return parse_time(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_time(value: Any) -> datetime:
+    """An ISO time (REST) or an EJSON ``{"$date": ms}`` (realtime API) as an aware datetime."""
+    if isinstance(value, Mapping):
+        value = value.get("$date")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    if not isinstance(value, str):
+        raise TypeError(f"not a time: {value!r}")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    """The form Rocket.Chat writes: UTC, milliseconds, ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
