@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from bot import __version__
 from bot.app import Loaded, load, resources, running
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as err:
         first = err.errors()[0]
         print(f"settings: INBOXBOT_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SettingsError as err:
+        print(f"settings: {err}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "healthcheck":

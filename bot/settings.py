@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def _secrets_dir() -> str | None:
     folder = os.environ.get("CREDENTIALS_DIRECTORY") or "/run/secrets"
-    return folder if os.path.isdir(folder) else None
+    readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
+    return folder if readable else None
 
 
 class Settings(BaseSettings):
