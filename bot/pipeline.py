@@ -28,6 +28,7 @@ from bot.errors import (
     RenderError,
     TransientError,
 )
+from bot.health import Health
 from bot.http import RateLimiter
 from bot.item import Item
 from bot.logs import fields
@@ -72,46 +73,6 @@ def rest(failures: int, err: RemoteError, every: float) -> float:
     hint = err.retry_after if isinstance(err, TransientError) else None
     grown = every * float(2 ** min(failures - 1, 10) - 1)  # first retry: the next interval
     return max(hint or 0.0, min(FEED_REST_CAP, grown))
-
-
-@dataclass
-class Failing:
-    reason: str
-    since: float
-    auth: bool
-
-
-class Health:
-    """Logs a failing feed or sink once when it starts failing and once when it recovers,
-    and knows which failures are due an alert (see ``Pipeline.alert``)."""
-
-    def __init__(self) -> None:
-        self.failing: dict[str, Failing] = {}
-        self.alerted: set[str] = set()
-        self.recovered: set[str] = set()  # alerted, then recovered: the all-clear is due
-
-    def failed(self, key: str, err: Exception) -> None:
-        reason = str(err)
-        if key not in self.failing:
-            kind = type(err).__name__
-            log.warning("failing", extra=fields(target=key, error=kind, reason=reason))
-            self.failing[key] = Failing(reason, _time.time(), isinstance(err, AuthError))
-        self.failing[key].reason = reason
-
-    def ok(self, key: str) -> None:
-        if self.failing.pop(key, None) is not None:
-            log.info("recovered", extra=fields(target=key))
-            if key in self.alerted:
-                self.alerted.discard(key)
-                self.recovered.add(key)
-
-    def due(self, now: float, after: float) -> list[tuple[str, Failing]]:
-        """Failures not alerted yet that are old enough (an auth failure at once)."""
-        return [
-            (key, f)
-            for key, f in self.failing.items()
-            if key not in self.alerted and (f.auth or now - f.since >= after)
-        ]
 
 
 @dataclass
@@ -178,8 +139,15 @@ class Pipeline:
     async def plan_new(self, feed: Feed) -> None:
         """Plan every stored item of ``feed`` not planned yet (also those a crash left), each
         saved as it is planned; then release the actions, within the per-poll limit."""
+        details = f"{feed.key} details"
         for item in self.store.new_items(feed.key):
-            planned = await self._plan_item(item)
+            try:
+                planned = await self._plan_item(item)
+            except RemoteError as err:
+                # the item stays new and is planned after a later poll; so are the rest
+                self.health.failed(details, err)
+                break
+            self.health.ok(details)
             if planned is not None:
                 self.store.save_plan(feed.key, *planned, now=self.clock.time())
         limit = self.config.max_actions_per_poll
