@@ -9,6 +9,7 @@ Messages name the method and path, never the query string or a header.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from pydantic import SecretStr
 
 from bot import __version__
 from bot.errors import AuthError, PermanentError, TransientError
@@ -54,6 +56,11 @@ class RateLimiter:
                     continue
                 await asyncio.sleep(delay)
             self.sent.append(self.clock())
+
+
+def digest(secret: SecretStr) -> str:
+    """A short stable name for a secret: a limiter key that never shows the secret itself."""
+    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()[:16]
 
 
 class Limiters:

@@ -14,7 +14,6 @@ message expired: the item is dropped.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from pydantic import Field, SecretStr
 
 from bot.config import AccountConfig, Duration
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
-from bot.http import HttpClient, Limiters, Response, classify
+from bot.http import HttpClient, Limiters, Response, classify, digest
 from bot.item import Attachment, Item
 from bot.sources.base import PollResult, Source
 from bot.text import find_links, html_to_text
@@ -68,7 +67,7 @@ class MailTdSource(Source):
             service=name,
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
             # the service counts per user (token): accounts sharing a token share the budget
-            limiter=limiters.get(f"mailtd:{_digest(config.token)}", config.rate),
+            limiter=limiters.get(f"mailtd:{digest(config.token)}", config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
@@ -172,10 +171,6 @@ class MailTdSource(Source):
             state = "expired" if resp.status == 410 else "not found"
             return GoneError(f"{resp.what}: message {state}", service=self.name, status=resp.status)
         return classify(resp, self.name, code or ("HTML page" if not resp.is_json() else ""))
-
-
-def _digest(secret: SecretStr) -> str:
-    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()[:16]
 
 
 def parse_time(value: str) -> datetime:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import mimetypes
 import re
@@ -40,7 +39,7 @@ from bot.errors import (
     RemoteError,
     TransientError,
 )
-from bot.http import HttpClient, Limiters, Response, classify, retry_after
+from bot.http import HttpClient, Limiters, Response, classify, digest, retry_after
 from bot.item import Attachment, Item
 from bot.logs import fields
 from bot.sources.base import PollResult, Source
@@ -91,7 +90,7 @@ class MinuteMailSource(Source):
             service=name,
             headers={"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
             # politeness per key: every account using one key shares one budget
-            limiter=limiters.get(f"minutemail:{_digest(config.api_key)}", config.rate),
+            limiter=limiters.get(f"minutemail:{digest(config.api_key)}", config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.mailbox = f"/v1/mailboxes/{quote(config.mailbox_id, safe='')}"
@@ -273,10 +272,6 @@ def _said(resp: Response) -> str:
 
 def _shape(resp: Response) -> str:
     return "" if resp.is_json() else "HTML page" if b"<html" in resp.body[:500].lower() else ""
-
-
-def _digest(secret: SecretStr) -> str:
-    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()[:16]
 
 
 def parse_time(value: str) -> datetime:
