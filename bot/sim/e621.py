@@ -25,9 +25,7 @@ import fnmatch
 import os
 import random
 import secrets
-import signal
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +37,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.sim import base
+from bot.sim.base import (
+    Fault,
+    SimServer,
+    SlidingWindows,
+    json_object,
+    serve_until_stopped,
+    simulator_parser,
+)
+
 MAX_LIMIT = 320
 DEFAULT_LIMIT = 75
 MAX_PAGE = 750
@@ -46,8 +54,7 @@ MAX_CURSOR = 2**31 - 1
 EDGE_RATE = 2.0  # requests per second per client, counted at the edge
 STAFF = frozenset({"moderator", "admin"})
 BURST = {"member": 60, "privileged": 90, "former_staff": 120, "moderator": 120, "admin": 120}
-FAULT_KINDS = frozenset({"latency", "status", "html", "truncated", "reset", "rate_limited",
-                         "throttled"})  # fmt: skip
+FAULT_KINDS = base.FAULT_KINDS | {"throttled"}
 ZONES = {
     "Eastern Time (US & Canada)": "America/New_York",
     "Central Time (US & Canada)": "America/Chicago",
@@ -203,36 +210,17 @@ class SimComment:
     updated_at: datetime | None = None
 
 
-@dataclass
-class Fault:
-    """A failure queued for the next ``remaining`` requests that match method and path."""
+class E621Sim(SimServer):
+    """The simulated site: state, the aiohttp app and the control API tests drive.
 
-    kind: str
-    remaining: int
-    method: str | None = None
-    path: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    Fault params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``message``
+    (or ``reason`` for the 403/404 shape); ``html`` takes ``status`` (default 502); ``reset``
+    takes ``before_headers``; ``rate_limited`` is the edge's 503 page, ``throttled`` the
+    app's 429. The request log holds every request that reached the edge."""
 
-    def matches(self, request: web.Request) -> bool:
-        method_ok = self.method is None or self.method.upper() == request.method
-        return method_ok and (self.path is None or self.path in request.path)
-
-
-@dataclass(frozen=True)
-class SimRequest:
-    """One request that reached the edge; ``status`` 0 means the connection was reset."""
-
-    time: float
-    method: str
-    path: str
-    query: str
-    status: int
-    user: str | None
-    agent: str
-
-
-class E621Sim:
-    """The simulated site: state, the aiohttp app and the control API tests drive."""
+    fault_kinds = FAULT_KINDS
+    partial_body = b'[{"id": 1, "body": "'
+    window_filter = "user"
 
     def __init__(
         self,
@@ -242,27 +230,23 @@ class E621Sim:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(clock)
         self.edge_rate = edge_rate
         self.legacy = legacy
-        self.clock = clock
         self.now = now
-        self.down = False
         self.votes_disabled = False
         self.redirect_json_writes = False  # answer writes as the seed page says (302)
-        self.base_url = ""
         self.users: dict[int, SimUser] = {}
         self.dmails: dict[int, SimDmail] = {}
         self.posts: dict[int, SimPost] = {}
         self.comments: dict[int, SimComment] = {}
         self.votes: dict[tuple[int, int], int] = {}  # (comment, user) → ±1
         self.locked_votes: set[tuple[int, int]] = set()
-        self.requests: list[SimRequest] = []
-        self.faults: list[Fault] = []
         self._ids = {"user": 100_000, "dmail": 1_800_000, "post": 4_500_000, "comment": 7_200_000}
-        self._edge_windows: dict[str, deque[float]] = {}
-        self._writes: dict[int, deque[float]] = {}
-        self._runner: web.AppRunner | None = None
-        self.app = self.make_app()
+        # Every request enters the edge's window, refused ones too: a client that keeps
+        # hammering stays refused until it slows down.
+        self._edge_windows = SlidingWindows(count_refused=True)
+        self._writes = SlidingWindows(60.0)
 
     # --- state control, used by tests and the demo in the same event loop ------------
 
@@ -332,72 +316,16 @@ class E621Sim:
         self.comments[comment.id] = comment
         return comment.id
 
-    def inject(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Queue ``kind`` for the next ``count`` matching requests; ``path`` is a substring.
-
-        ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``message`` (or
-        ``reason`` for the 403/404 shape); ``html`` takes ``status`` (default 502);
-        ``reset`` takes ``before_headers``; ``rate_limited`` is the edge's 503 page,
-        ``throttled`` the app's 429."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
-        self.faults.append(Fault(kind, count, method, path, params))
-
-    def set_down(self, down: bool) -> None:
-        self.down = down
-
-    def max_requests_in_window(self, window: float = 1.0, user: str | None = None) -> int:
-        """Most requests (accepted or refused) that arrived within any ``window`` seconds."""
-        times = sorted(r.time for r in self.requests if user is None or r.user == user)
-        best = start = 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> E621Sim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+    def max_requests_in_window(self, window: float | None = None, user: str | None = None) -> int:
+        """Most requests (accepted or refused) claiming to be ``user`` (or any) that reached
+        the edge within ``window`` seconds."""
+        return super().max_requests_in_window(window, user)
 
     # --- the HTTP application --------------------------------------------------------
 
-    def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
+    def add_routes(self, router: web.UrlDispatcher) -> None:
         fmt, one = r"{fmt:(?:\.json)?}", r"{id:\d+}"
-        add = app.router.add_route
+        add = router.add_route
         add("GET", "/dmails" + fmt, self._dmail_index)
         add("PUT", "/dmails/mark_all_as_read" + fmt, self._dmail_mark_all)
         add("GET", f"/dmails/{one}" + fmt, self._dmail_show)
@@ -414,28 +342,9 @@ class E621Sim:
         add("GET", "/users" + fmt, self._user_index)
         add("GET", f"/users/{one}" + fmt, self._user_show)
         for name, handler in self._controls().items():
-            add("GET" if name == "requests/max_window" else "POST", f"/_sim/{name}", handler)
-        return app
+            add("POST", f"/_sim/{name}", handler)
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sim/"):
-            try:
-                return await handler(request)
-            except (KeyError, TypeError, ValueError) as err:
-                return web.json_response(
-                    {"error": "invalid_request", "message": str(err)}, status=400
-                )
-        arrived = self.clock()
-        user = self._claimed_user(request)
-        response = await self._edge(request, handler)
-        status = 0 if response is None else response.status
-        agent = request.headers.get("User-Agent", "")
-        self.requests.append(SimRequest(arrived, request.method, request.path,
-                                        request.query_string, status, user, agent))  # fmt: skip
-        return web.Response() if response is None else response  # a closed transport drops it
-
-    def _claimed_user(self, request: web.Request) -> str | None:
+    def caller(self, request: web.Request) -> str | None:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
             try:
@@ -444,51 +353,35 @@ class E621Sim:
                 return None
         return request.query.get("login")
 
-    async def _edge(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
+    async def respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
         """What the CDN in front of the app does: rate limit, User-Agent check, outages."""
-        if not self._edge_admit(request.remote or "?"):
+        if not self._edge_windows.admit(request.remote or "?", self.edge_rate, self.clock()):
             return _edge_page(503, "Rate limit exceeded: at most 2 requests per second.")
         agent = request.headers.get("User-Agent", "").strip().lower()
         if not agent or agent.startswith(BLOCKED_AGENTS):
             return _edge_page(403, "Blocked: send a descriptive User-Agent with your username.")
-        if self.down:
-            return _edge_page(502, "The origin did not answer.")
-        return await self._with_faults(request, handler)
+        return await super().respond(request, handler)
 
-    def _edge_admit(self, client: str) -> bool:
-        # Every request enters the window, refused ones too: a client that keeps
-        # hammering stays refused until it slows down.
-        now = self.clock()
-        window = self._edge_windows.setdefault(client, deque())
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        window.append(now)
-        return len(window) <= self.edge_rate
+    def down_response(self) -> web.Response:
+        return _edge_page(502, "The origin did not answer.")
 
-    async def _with_faults(
-        self, request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        fault = self._take_fault(request)
-        if fault is not None and fault.kind == "latency":
-            await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
-            fault = None
-        if fault is not None and fault.kind == "reset":
-            await _reset(request, before_headers=bool(fault.params.get("before_headers")))
-            return None
-        if fault is not None and fault.kind != "truncated":
-            return _fault_response(fault)
-        response = await self._app(request, handler)
-        return response if fault is None else _truncate(response)
+    def fault_response(self, fault: Fault) -> web.Response:
+        if fault.kind == "rate_limited":
+            return _edge_page(503, "Rate limit exceeded: at most 2 requests per second.")
+        if fault.kind == "throttled":
+            response = _error_json(429, "Throttled: Too many requests")
+            response.headers["X-Api-Limit"] = "0"
+            return response
+        status = int(fault.params.get("status", 502 if fault.kind == "html" else 500))
+        if fault.kind == "html":
+            return _edge_page(status, "Something went wrong.")
+        if "reason" in fault.params:
+            return _error_json(status, str(fault.params["reason"]), reason=True)
+        text = str(fault.params.get("message", HTTPStatus(status).phrase))
+        body = {"success": False, "message": text, "code": fault.params.get("code")}
+        return web.json_response(body, status=status)
 
-    def _take_fault(self, request: web.Request) -> Fault | None:
-        fault = next((f for f in self.faults if f.matches(request)), None)
-        if fault is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self.faults.remove(fault)
-        return fault
-
-    async def _app(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The Rails app: session, write throttle, blank-search redirect, then the action."""
         as_json = request.path.endswith(".json")
         try:
@@ -538,15 +431,10 @@ class E621Sim:
 
     def _throttle(self, user: SimUser) -> int:
         """The sliding 1-minute write budget; returns what is left after this request."""
-        now = self.clock()
-        window = self._writes.setdefault(user.id, deque())
-        while window and window[0] <= now - 60.0:
-            window.popleft()
         limit = BURST.get(user.level, 60)
-        if len(window) >= limit:
+        if not self._writes.admit(user.id, limit, self.clock()):
             raise _ApiError(429, "Throttled: Too many requests")
-        window.append(now)
-        return limit - len(window)
+        return limit - self._writes.used(user.id)
 
     # --- shared pieces of the actions ------------------------------------------------
 
@@ -807,7 +695,7 @@ class E621Sim:
         }  # fmt: skip
         if viewer is not None and viewer.id == user.id:
             unread = sum(1 for d in self._inbox(user) if not d.is_read)
-            used = len(self._writes.get(user.id, ()))
+            used = self._writes.used(user.id)
             limit = BURST.get(user.level, 60)
             data.update(unread_dmail_count=unread, has_mail=unread > 0, api_burst_limit=limit,
                         remaining_api_limit=max(0, limit - used), time_zone=user.time_zone,
@@ -841,54 +729,37 @@ class E621Sim:
             "dmails": self._ctl_dmail,
             "posts": self._ctl_post,
             "comments": self._ctl_comment,
-            "faults": self._ctl_fault,
-            "down": self._ctl_down,
             "seed": self._ctl_seed,
-            "requests/max_window": self._ctl_max_window,
         }
 
     async def _ctl_user(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
+        body = await json_object(request)
         user = self.add_user(str(body.pop("name")), **body)
         return web.json_response({"id": user.id, "name": user.name, "api_key": user.api_key},
                                  status=201)  # fmt: skip
 
     async def _ctl_dmail(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
+        body = await json_object(request)
         new = self.send_dmail(body["from"], body["to"], str(body["title"]), str(body["body"]))
         return web.json_response({"id": new}, status=201)
 
     async def _ctl_post(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
+        body = await json_object(request)
         return web.json_response({"id": self.add_post(body.pop("uploader"), **body)}, status=201)
 
     async def _ctl_comment(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
+        body = await json_object(request)
         post, creator, text = int(body.pop("post_id")), body.pop("creator"), str(body.pop("body"))
         return web.json_response({"id": self.add_comment(post, creator, text, **body)}, status=201)
 
-    async def _ctl_fault(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
-        self.inject(str(body.pop("kind")), **body)
-        return web.json_response({"queued": len(self.faults)}, status=201)
-
-    async def _ctl_down(self, request: web.Request) -> web.StreamResponse:
-        self.set_down(bool((await _json_object(request))["down"]))
-        return web.json_response({"down": self.down})
-
     async def _ctl_seed(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request)
+        body = await json_object(request)
         rng = random.Random(body.get("seed"))
         user = self._user(body["user"])
         made = seed_realistic(
             self, user, int(body.get("dmails", 5)), int(body.get("comments", 5)), rng
         )
         return web.json_response(made, status=201)
-
-    async def _ctl_max_window(self, request: web.Request) -> web.StreamResponse:
-        window = float(request.query.get("window", "1.0"))
-        most = self.max_requests_in_window(window, request.query.get("user"))
-        return web.json_response({"max": most, "requests": len(self.requests)})
 
 
 def _credentials(request: web.Request, params: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -998,48 +869,6 @@ def _redirect(location: str) -> web.Response:
     )
 
 
-def _fault_response(fault: Fault) -> web.Response:
-    if fault.kind == "rate_limited":
-        return _edge_page(503, "Rate limit exceeded: at most 2 requests per second.")
-    if fault.kind == "throttled":
-        response = _error_json(429, "Throttled: Too many requests")
-        response.headers["X-Api-Limit"] = "0"
-        return response
-    status = int(fault.params.get("status", 502 if fault.kind == "html" else 500))
-    if fault.kind == "html":
-        return _edge_page(status, "Something went wrong.")
-    if "reason" in fault.params:
-        return _error_json(status, str(fault.params["reason"]), reason=True)
-    text = str(fault.params.get("message", HTTPStatus(status).phrase))
-    body = {"success": False, "message": text, "code": fault.params.get("code")}
-    return web.json_response(body, status=status)
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise TypeError("the body must be a JSON object")
-    return body
-
-
-async def _reset(request: web.Request, *, before_headers: bool) -> None:
-    """Drop the connection; by default mid-body, because aiohttp clients silently retry an
-    idempotent request once when the connection drops before the response head."""
-    if not before_headers:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 64
-        await response.prepare(request)
-        await response.write(b'[{"id": 1')
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _truncate(response: web.StreamResponse) -> web.Response:
-    body = response.body if isinstance(response, web.Response) else None
-    full = body if isinstance(body, bytes) and len(body) > 2 else b'[{"id": 1, "body": "'
-    return web.Response(body=full[: len(full) // 2], content_type="application/json")
-
-
 # --- realistic content -------------------------------------------------------------------
 
 _PEOPLE = ("wolfpaw", "kiwi_fox", "Sable-Art", "mothmoth", "dragonkeeper_9", "auto_moderator")
@@ -1131,29 +960,24 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     sim = E621Sim(edge_rate=args.edge_rate, legacy=args.legacy)
     me = sim.add_user(args.username, api_key=args.api_key)
     seed_realistic(sim, me, args.dmails, args.comments, random.Random(args.seed))
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await sim.start(args.host, args.port)
-    try:
-        print(f"e621 simulator at {sim.base_url}", flush=True)
-        print(f"  username={me.name} api_key={me.api_key} user_id={me.id}", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+
+    def banner() -> list[str]:
+        return [
+            f"e621 simulator at {sim.base_url}",
+            f"  username={me.name} api_key={me.api_key} user_id={me.id}",
+        ]
+
+    await serve_until_stopped(sim, args.host, args.port, banner)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a simulated e621 DMail/comment API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8621)
+    parser = simulator_parser("Serve a simulated e621 DMail/comment API.", port=8621)
     parser.add_argument("--username", default="demo_artist")
     parser.add_argument("--api-key", default=None, help="default: a random 24-char key")
     parser.add_argument("--dmails", type=int, default=8, help="DMails seeded to the user")
     parser.add_argument("--comments", type=int, default=12, help="comments on the user's posts")
     parser.add_argument("--edge-rate", type=float, default=EDGE_RATE, help="requests/s at the edge")
     parser.add_argument("--legacy", action="store_true", help="an older server's JSON shapes")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for the content")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

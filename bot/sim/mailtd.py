@@ -21,13 +21,11 @@ import os
 import random
 import re
 import secrets
-import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -38,22 +36,25 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.sim import base
+from bot.sim.base import (
+    SimServer,
+    SlidingWindows,
+    bearer_token,
+    json_object,
+    proxy_page,
+    serve_until_stopped,
+    simulator_parser,
+)
 from bot.sim.corpus import realistic_message
 
 PAGE_SIZE = 30
 MAX_BATCH_IDS = 200
 ANON_RATE_LIMIT = 8.0
-FAULT_KINDS = frozenset(
-    {"latency", "status", "html", "truncated", "reset", "rate_limited", "quota", "expired"}
-)
+FAULT_KINDS = base.FAULT_KINDS | {"quota", "expired"}
 Attachment = tuple[str, str, bytes]  # filename, content type, content
 
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.I | re.S)
-_PROXY_PAGE = (
-    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
 
 
 class _ApiError(Exception):
@@ -80,11 +81,6 @@ def _preview(text_body: str | None, html_body: str | None) -> str:
     if text is None:
         text = html.unescape(_TAG.sub(" ", html_body or ""))
     return " ".join(text.split())[:100]
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 @dataclass
@@ -164,35 +160,16 @@ def _build_source(msg: SimMessage, address: str) -> bytes:
     return eml.as_bytes(policy=SMTP)  # CRLF line ends, as stored by mail servers
 
 
-@dataclass
-class Fault:
-    """A failure queued for the next ``remaining`` requests that match method and path."""
+class MailTdSim(SimServer):
+    """The simulated service: state, the aiohttp app and the control API tests drive.
 
-    kind: str
-    remaining: int
-    method: str | None = None
-    path: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    Fault params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``error``;
+    ``html`` takes ``status``; ``reset`` takes ``before_headers``; ``quota`` and ``expired``
+    answer 429 and 410 as the real service does."""
 
-    def matches(self, request: web.Request) -> bool:
-        method_ok = self.method is None or self.method.upper() == request.method
-        return method_ok and (self.path is None or self.path in request.path)
-
-
-@dataclass(frozen=True)
-class SimRequest:
-    """One answered API request; ``status`` 0 means the connection was reset."""
-
-    time: float
-    method: str
-    path: str
-    query: str
-    status: int
-    token: str | None
-
-
-class MailTdSim:
-    """The simulated service: state, the aiohttp app and the control API tests drive."""
+    fault_kinds = FAULT_KINDS
+    partial_body = b'{"messages": [{"id": "'
+    window_filter = "token"
 
     def __init__(
         self,
@@ -203,22 +180,16 @@ class MailTdSim:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(clock)
         self.rate_limit = rate_limit
         self.quota = quota
         self.quota_code = quota_code  # "ops_quota_exceeded" for the older API
-        self.clock = clock
         self.now = now
-        self.down = False
-        self.base_url = ""
         self.accounts: dict[str, SimAccount] = {}
         self.messages: dict[str, SimMessage] = {}
-        self.requests: list[SimRequest] = []
-        self.faults: list[Fault] = []
         self._tokens: dict[str, SimAccount] = {}
         self._by_address: dict[str, SimAccount] = {}
-        self._windows: dict[str, deque[float]] = {}
-        self._runner: web.AppRunner | None = None
-        self.app = self.make_app()
+        self._windows = SlidingWindows()
 
     # State control, used by tests and the demo in the same event loop.
 
@@ -278,138 +249,40 @@ class MailTdSim:
     def expire(self, message_id: str) -> None:
         self.messages[message_id].expired = True
 
-    def inject(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Queue ``kind`` for the next ``count`` matching requests; ``path`` is a substring.
-
-        Params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``error``;
-        ``html`` takes ``status``; ``reset`` takes ``before_headers`` (see ``_reset``).
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
-        self.faults.append(Fault(kind, count, method, path, params))
-
-    def set_down(self, down: bool) -> None:
-        self.down = down
-
-    def max_requests_in_window(self, window: float = 1.0, token: str | None = None) -> int:
-        """Most requests (accepted or refused) that arrived within any ``window`` seconds."""
-        times = sorted(r.time for r in self.requests if token is None or r.token == token)
-        best = start = 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
-
-    # Lifecycle.
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MailTdSim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+    def max_requests_in_window(self, window: float | None = None, token: str | None = None) -> int:
+        """Most requests (accepted or refused) with ``token`` (or any) within ``window`` s."""
+        return super().max_requests_in_window(window, token)
 
     # The HTTP application.
 
-    def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
-        base = "/api/accounts/{account_id}/messages"
-        app.router.add_get(base, self._list)
-        app.router.add_put(base + "/read", self._mark_many)
-        app.router.add_get(base + "/{id}", self._detail)
-        app.router.add_delete(base + "/{id}", self._delete)
-        app.router.add_get(base + "/{id}/source", self._source)
-        app.router.add_get(base + "/{id}/attachments/{index}", self._attachment)
-        app.router.add_put(base + "/{id}/read", self._mark_read)
-        app.router.add_post("/_sim/accounts", self._ctl_account)
-        app.router.add_post("/_sim/messages", self._ctl_message)
-        app.router.add_post("/_sim/faults", self._ctl_fault)
-        app.router.add_post("/_sim/down", self._ctl_down)
-        app.router.add_post("/_sim/expire", self._ctl_expire)
-        app.router.add_post("/_sim/seed", self._ctl_seed)
-        app.router.add_get("/_sim/requests/max_window", self._ctl_max_window)
-        return app
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        api = "/api/accounts/{account_id}/messages"
+        router.add_get(api, self._list)
+        router.add_put(api + "/read", self._mark_many)
+        router.add_get(api + "/{id}", self._detail)
+        router.add_delete(api + "/{id}", self._delete)
+        router.add_get(api + "/{id}/source", self._source)
+        router.add_get(api + "/{id}/attachments/{index}", self._attachment)
+        router.add_put(api + "/{id}/read", self._mark_read)
+        router.add_post("/_sim/accounts", self._ctl_account)
+        router.add_post("/_sim/messages", self._ctl_message)
+        router.add_post("/_sim/expire", self._ctl_expire)
+        router.add_post("/_sim/seed", self._ctl_seed)
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sim/"):
-            try:
-                return await handler(request)
-            except (KeyError, TypeError, ValueError) as err:
-                body = {"error": "invalid_request", "message": str(err)}
-                return web.json_response(body, status=400)
-        arrived = self.clock()
-        response = await self._respond(request, handler)
-        status = 0 if response is None else response.status
-        query, token = request.query_string, _bearer(request)
-        self.requests.append(
-            SimRequest(arrived, request.method, request.path, query, status, token)
-        )
-        return web.Response() if response is None else response  # a closed transport drops it
+    def down_response(self) -> web.Response:
+        return _error(503, "service_unavailable")
 
-    async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
-        if self.down:
-            return _error(503, "service_unavailable")
-        fault = self._take_fault(request)
-        if fault is not None and fault.kind == "latency":
-            await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
-            fault = None
-        if fault is not None and fault.kind == "reset":
-            await _reset(request, before_headers=bool(fault.params.get("before_headers")))
-            return None
-        if fault is not None and fault.kind != "truncated":
-            return self._fault_response(fault)
-        response = await self._serve(request, handler)
-        return response if fault is None else _truncate(response)
-
-    def _take_fault(self, request: web.Request) -> Fault | None:
-        fault = next((f for f in self.faults if f.matches(request)), None)
-        if fault is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self.faults.remove(fault)
-        return fault
-
-    def _fault_response(self, fault: Fault) -> web.Response:
+    def fault_response(self, fault: base.Fault) -> web.Response:
         status = int(fault.params.get("status", 502 if fault.kind == "html" else 500))
         if fault.kind == "html":
-            page = _PROXY_PAGE.format(status=status, phrase=HTTPStatus(status).phrase)
-            return web.Response(status=status, text=page, content_type="text/html")
+            return proxy_page(status)
         if fault.kind == "status":
             return _error(status, str(fault.params.get("error", _snake(HTTPStatus(status).phrase))))
         codes = {"rate_limited": "rate_limit_exceeded", "quota": self.quota_code}
         return _error(410, "gone") if fault.kind == "expired" else _error(429, codes[fault.kind])
 
-    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = _bearer(request)
+    async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = bearer_token(request)
         account = self._tokens.get(token) if token else None
         if account is None:
             if not self._admit(f"ip:{request.remote}", ANON_RATE_LIMIT):
@@ -429,14 +302,7 @@ class MailTdSim:
     def _admit(self, key: str, limit: float) -> bool:
         # Like the real Redis sliding window, only admitted requests enter the window: a
         # client that keeps hammering gets through again one second after its last success.
-        now = self.clock()
-        window = self._windows.setdefault(key, deque())
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) >= limit:
-            return False
-        window.append(now)
-        return True
+        return self._windows.admit(key, limit, self.clock())
 
     def _charge_op(self, account: SimAccount) -> bool:
         month = self.now().strftime("%Y-%m")
@@ -455,7 +321,7 @@ class MailTdSim:
         account = self._find_account(request.match_info["account_id"])
         if account is None:
             raise _ApiError(404, "not_found")
-        if account.token != _bearer(request):
+        if account.token != bearer_token(request):
             raise _ApiError(403, "forbidden")
         return account
 
@@ -523,14 +389,14 @@ class MailTdSim:
     # The /_sim/ control API: no auth, not logged, for other processes.
 
     async def _ctl_account(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         account = self.add_account(
             str(body["address"]), token=body.get("token"), account_id=body.get("id")
         )
         return web.json_response(_account_json(account), status=201)
 
     async def _ctl_message(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         account = str(body.pop("account"))
         files = [
             (a["filename"], a["content_type"], base64.b64decode(a["content_base64"]))
@@ -542,40 +408,19 @@ class MailTdSim:
             {"id": self.add_message(account, attachments=files, **body)}, status=201
         )
 
-    async def _ctl_fault(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        self.inject(str(body.pop("kind")), **body)
-        return web.json_response({"queued": len(self.faults)}, status=201)
-
-    async def _ctl_down(self, request: web.Request) -> web.Response:
-        self.set_down(bool((await _json_object(request))["down"]))
-        return web.json_response({"down": self.down})
-
     async def _ctl_expire(self, request: web.Request) -> web.Response:
-        self.expire(str((await _json_object(request))["id"]))
+        self.expire(str((await json_object(request))["id"]))
         return web.Response(status=204)
 
     async def _ctl_seed(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         rng = random.Random(body.get("seed"))
         ids = seed_realistic(self, str(body["account"]), int(body["count"]), rng)
         return web.json_response({"ids": ids}, status=201)
 
-    async def _ctl_max_window(self, request: web.Request) -> web.Response:
-        window = float(request.query.get("window", "1.0"))
-        most = self.max_requests_in_window(window, request.query.get("token"))
-        return web.json_response({"max": most, "requests": len(self.requests)})
-
 
 def _account_json(account: SimAccount) -> dict[str, str]:
     return {"id": account.id, "address": account.address, "token": account.token}
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise TypeError("the body must be a JSON object")
-    return body
 
 
 async def _batch_ids(request: web.Request) -> set[str] | None:
@@ -592,24 +437,6 @@ async def _batch_ids(request: web.Request) -> set[str] | None:
     if len(ids) > MAX_BATCH_IDS:
         raise _ApiError(400, "too_many_ids")
     return set(ids)
-
-
-async def _reset(request: web.Request, *, before_headers: bool) -> None:
-    """Drop the connection; by default mid-body, because aiohttp clients silently retry an
-    idempotent request once when the connection drops before the response head."""
-    if not before_headers:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 64
-        await response.prepare(request)
-        await response.write(b'{"messages": [{"id": "')
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _truncate(response: web.StreamResponse) -> web.Response:
-    body = response.body if isinstance(response, web.Response) else None
-    full = body if isinstance(body, bytes) and body else b'{"messages": [{"id": "'
-    return web.Response(body=full[: len(full) // 2], content_type="application/json")
 
 
 def seed_realistic(
@@ -643,28 +470,20 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     for n in range(args.accounts):
         seed_realistic(sim, sim.add_account(f"demo{n + 1}@mail.td"), args.messages, rng)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await sim.start(args.host, args.port)
-    try:
-        print(f"Mail.td simulator at {sim.base_url}", flush=True)
-        for account in sim.accounts.values():
-            print(f"  {account.address} id={account.id} token={account.token}", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+
+    def banner() -> list[str]:
+        accounts = [f"  {a.address} id={a.id} token={a.token}" for a in sim.accounts.values()]
+        return [f"Mail.td simulator at {sim.base_url}", *accounts]
+
+    await serve_until_stopped(sim, args.host, args.port, banner)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a simulated Mail.td messages API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8025)
+    parser = simulator_parser("Serve a simulated Mail.td messages API.", port=8025)
     parser.add_argument("--accounts", type=int, default=1)
     parser.add_argument("--messages", type=int, default=40, help="mails seeded per account")
     parser.add_argument("--rate-limit", type=float, default=4, help="req/s per token (Pro: 10)")
     parser.add_argument("--quota", type=int, default=None, help="monthly ops per account")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for the mails")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

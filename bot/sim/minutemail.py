@@ -22,10 +22,8 @@ import os
 import random
 import re
 import secrets
-import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,21 +35,23 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.sim import base
+from bot.sim.base import (
+    Fault,
+    SimServer,
+    SlidingWindows,
+    bearer_token,
+    proxy_page,
+    serve_until_stopped,
+    simulator_parser,
+)
 from bot.sim.corpus import realistic_message
-from bot.sim.mailtd import Fault, SimRequest
 
 DEFAULT_DOMAIN = "minutemail.cc"
 DEFAULT_QUOTA = 10_000
-FAULT_KINDS = frozenset(
-    {"latency", "status", "html", "truncated", "reset", "rate_limited", "quota"}
-)
+FAULT_KINDS = base.FAULT_KINDS | {"quota"}
 NewAttachment = tuple[str, str, bytes]  # name, content type, content
 
-_PROXY_PAGE = (
-    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
 OWNER = web.RequestKey("owner", str)  # the authenticated key's user, for the handlers
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -71,11 +71,6 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def new_api_key() -> str:
@@ -179,11 +174,19 @@ class SimMail:
         }
 
 
-class MinuteMailSim:
+class MinuteMailSim(SimServer):
     """The simulated service: state, the aiohttp app and the control API tests drive.
 
     ``clock`` (monotonic seconds) drives the per-second limit; ``now`` (wall time) drives
-    mailbox expiry and timestamps, so a test can make a mailbox vanish by moving it."""
+    mailbox expiry and timestamps, so a test can make a mailbox vanish by moving it.
+
+    Fault params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``message``,
+    or ``body`` (any JSON, or a string sent as a page or plain text) to answer as given;
+    ``html`` takes ``status``; ``rate_limited`` takes ``remaining``; ``reset`` takes
+    ``before_headers``; ``quota`` is the spent API call quota."""
+
+    fault_kinds = FAULT_KINDS
+    window_filter = "key"
 
     def __init__(
         self,
@@ -195,23 +198,17 @@ class MinuteMailSim:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(clock)
         self.quota = quota  # API calls per owner
         self.rate_limit = rate_limit  # requests/s per key, None: unlimited
         self.max_mailboxes = max_mailboxes  # active mailboxes per owner
         self.domains = set(domains)
-        self.clock = clock
         self.now = now
-        self.down = False
-        self.base_url = ""
         self.keys: dict[str, SimKey] = {}
         self.mailboxes: dict[str, SimMailbox] = {}
         self.mails: dict[str, SimMail] = {}
         self.calls: dict[str, int] = {}  # owner → API calls charged
-        self.requests: list[SimRequest] = []
-        self.faults: list[Fault] = []
-        self._windows: dict[str, deque[float]] = {}
-        self._runner: web.AppRunner | None = None
-        self.app = self.make_app()
+        self._windows = SlidingWindows()
 
     # State control, used by tests and the demo in the same event loop.
 
@@ -290,71 +287,13 @@ class MinuteMailSim:
     def remaining(self, owner: str) -> int:
         return max(0, self.quota - self.calls.get(owner, 0))
 
-    def inject(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Queue ``kind`` for the next ``count`` matching requests; ``path`` is a substring.
-
-        Params: ``latency`` takes ``seconds``; ``status`` takes ``status`` and ``message``, or
-        ``body`` (any JSON, or a string sent as a page or plain text) to answer as given;
-        ``html`` takes ``status``; ``rate_limited`` takes ``remaining``; ``reset`` takes
-        ``before_headers`` (see ``_reset``).
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
-        self.faults.append(Fault(kind, count, method, path, params))
-
-    def set_down(self, down: bool) -> None:
-        self.down = down
-
-    def max_requests_in_window(self, window: float = 1.0, key: str | None = None) -> int:
-        """Most requests (accepted or refused) that arrived within any ``window`` seconds."""
-        times = sorted(r.time for r in self.requests if key is None or r.token == key)
-        best = start = 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
-
-    # Lifecycle.
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MinuteMailSim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+    def max_requests_in_window(self, window: float | None = None, key: str | None = None) -> int:
+        """Most requests (accepted or refused) with ``key`` (or any) within ``window`` s."""
+        return super().max_requests_in_window(window, key)
 
     # The HTTP application.
 
-    def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
+    def add_routes(self, router: web.UrlDispatcher) -> None:
         boxes = "/v1/mailboxes"
         mails = boxes + "/{mailbox}/mails"
         files = mails + "/{mail}/attachments"
@@ -374,54 +313,33 @@ class MinuteMailSim:
             ("POST", "/_sim/keys", self._ctl_key),
             ("POST", "/_sim/mailboxes", self._ctl_mailbox),
             ("POST", "/_sim/mails", self._ctl_mail),
-            ("POST", "/_sim/faults", self._ctl_fault),
-            ("POST", "/_sim/down", self._ctl_down),
             ("POST", "/_sim/expire", self._ctl_expire),
             ("POST", "/_sim/seed", self._ctl_seed),
-            ("GET", "/_sim/requests/max_window", self._ctl_max_window),
         ]
         for method, path, handler in routes:
-            app.router.add_route(method, path, handler)
-        return app
+            router.add_route(method, path, handler)
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sim/"):
-            try:
-                return await handler(request)
-            except (KeyError, TypeError, ValueError) as err:
-                return web.json_response({"error": "Bad Request", "message": str(err)}, status=400)
-        arrived = self.clock()
-        response = await self._respond(request, handler)
-        status = 0 if response is None else response.status
-        query, key = request.query_string, _bearer(request)
-        self.requests.append(SimRequest(arrived, request.method, request.path, query, status, key))
-        return web.Response() if response is None else response  # a closed transport drops it
+    def control_error(self, err: Exception) -> web.Response:
+        return web.json_response({"error": "Bad Request", "message": str(err)}, status=400)
 
-    async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
-        if self.down:
-            return _error(503, "Service temporarily unavailable")
-        fault = self._take_fault(request)
-        if fault is not None and fault.kind == "latency":
-            await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
-            fault = None
-        if fault is not None and fault.kind == "reset":
-            await _reset(request, before_headers=bool(fault.params.get("before_headers")))
-            return None
-        if fault is not None and fault.kind != "truncated":
-            return _fault_response(fault)
-        response = await self._serve(request, handler)
-        return response if fault is None else _truncate(response)
+    def down_response(self) -> web.Response:
+        return _error(503, "Service temporarily unavailable")
 
-    def _take_fault(self, request: web.Request) -> Fault | None:
-        fault = next((f for f in self.faults if f.matches(request)), None)
-        if fault is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self.faults.remove(fault)
-        return fault
+    def fault_response(self, fault: Fault) -> web.Response:
+        if fault.kind == "html":
+            return proxy_page(int(fault.params.get("status", 502)), "cloudflare")
+        if fault.kind == "status":
+            status = int(fault.params.get("status", 500))
+            if "body" in fault.params:
+                return _raw_answer(status, fault.params["body"])
+            return _error(status, str(fault.params.get("message", HTTPStatus(status).phrase)))
+        if fault.kind == "quota":
+            return _error(429, "Quota exceeded", **{"X-RateLimit-Remaining": "0"})
+        left = str(fault.params.get("remaining", 100))
+        headers = {"X-RateLimit-Remaining": left, "Retry-After": "1"}
+        return _error(429, "Rate limit exceeded", **headers)
 
-    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         key = self._key(request)
         if key is None:
             return _error(401, "Invalid or missing API key")
@@ -448,7 +366,7 @@ class MinuteMailSim:
             return _error(err.status, err.reason)
 
     def _key(self, request: web.Request) -> SimKey | None:
-        key = self.keys.get(_bearer(request) or "")
+        key = self.keys.get(bearer_token(request) or "")
         if key is None or (key.expires_at is not None and self.now() >= key.expires_at):
             return None
         return key
@@ -456,14 +374,7 @@ class MinuteMailSim:
     def _admit(self, key: str) -> bool:
         if self.rate_limit is None:
             return True
-        now = self.clock()
-        window = self._windows.setdefault(key, deque())
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) >= self.rate_limit:
-            return False
-        window.append(now)
-        return True
+        return self._windows.admit(key, self.rate_limit, self.clock())
 
     # Lookups: mailbox ownership is checked before anything else.
 
@@ -624,15 +535,6 @@ class MinuteMailSim:
         mail_id = self.add_mail(mailbox, attachments=files, **body)
         return web.json_response({"id": mail_id}, status=201)
 
-    async def _ctl_fault(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        self.inject(str(body.pop("kind")), **body)
-        return web.json_response({"queued": len(self.faults)}, status=201)
-
-    async def _ctl_down(self, request: web.Request) -> web.Response:
-        self.set_down(bool((await _json_object(request))["down"]))
-        return web.json_response({"down": self.down})
-
     async def _ctl_expire(self, request: web.Request) -> web.Response:
         self.expire(str((await _json_object(request))["mailbox"]))
         return web.Response(status=204)
@@ -643,11 +545,6 @@ class MinuteMailSim:
         ids = seed_realistic(self, str(body["mailbox"]), int(body["count"]), rng)
         return web.json_response({"ids": ids}, status=201)
 
-    async def _ctl_max_window(self, request: web.Request) -> web.Response:
-        window = float(request.query.get("window", "1.0"))
-        most = self.max_requests_in_window(window, request.query.get("key"))
-        return web.json_response({"max": most, "requests": len(self.requests)})
-
 
 def _origin_allowed(key: SimKey, request: web.Request) -> bool:
     """Keys restricted to domains refuse a browser's foreign Origin (or Referer); a server
@@ -657,22 +554,6 @@ def _origin_allowed(key: SimKey, request: web.Request) -> bool:
         return True
     host = (urlsplit(origin).hostname or "").lower()
     return any(host == d or host.endswith(f".{d}") for d in key.allowed_domains)
-
-
-def _fault_response(fault: Fault) -> web.Response:
-    if fault.kind == "html":
-        status = int(fault.params.get("status", 502))
-        page = _PROXY_PAGE.format(status=status, phrase=HTTPStatus(status).phrase)
-        return web.Response(status=status, text=page, content_type="text/html")
-    if fault.kind == "status":
-        status = int(fault.params.get("status", 500))
-        if "body" in fault.params:
-            return _raw_answer(status, fault.params["body"])
-        return _error(status, str(fault.params.get("message", HTTPStatus(status).phrase)))
-    if fault.kind == "quota":
-        return _error(429, "Quota exceeded", **{"X-RateLimit-Remaining": "0"})
-    left = str(fault.params.get("remaining", 100))
-    return _error(429, "Rate limit exceeded", **{"X-RateLimit-Remaining": left, "Retry-After": "1"})
 
 
 def _raw_answer(status: int, body: Any) -> web.Response:
@@ -699,24 +580,6 @@ async def _ids(request: web.Request) -> set[str]:
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise _ApiError(400, "Invalid input: ids must be a non-empty array of strings")
     return set(ids)
-
-
-async def _reset(request: web.Request, *, before_headers: bool) -> None:
-    """Drop the connection; by default mid-body, because aiohttp clients silently retry an
-    idempotent request once when the connection drops before the response head."""
-    if not before_headers:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 64
-        await response.prepare(request)
-        await response.write(b'{"items": [{"id": "')
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _truncate(response: web.StreamResponse) -> web.Response:
-    body = response.body if isinstance(response, web.Response) else None
-    full = body if isinstance(body, bytes) and body else b'{"items": [{"id": "'
-    return web.Response(body=full[: len(full) // 2], content_type="application/json")
 
 
 def single_body(message: dict[str, Any], rng: random.Random) -> str:
@@ -773,29 +636,24 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     key = sim.add_key()
     for _ in range(args.mailboxes):
         seed_realistic(sim, sim.add_mailbox(key, minutes=args.minutes), args.mails, rng)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await sim.start(args.host, args.port)
-    try:
-        print(f"MinuteMail simulator at {sim.base_url}  api_key={key.key}", flush=True)
-        for box in sim.mailboxes.values():
-            print(f"  {box.address} mailbox_id={box.id} expires={_iso(box.expires_at)}", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+
+    def banner() -> list[str]:
+        boxes = [
+            f"  {b.address} mailbox_id={b.id} expires={_iso(b.expires_at)}"
+            for b in sim.mailboxes.values()
+        ]
+        return [f"MinuteMail simulator at {sim.base_url}  api_key={key.key}", *boxes]
+
+    await serve_until_stopped(sim, args.host, args.port, banner)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a simulated MinuteMail API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8026)
+    parser = simulator_parser("Serve a simulated MinuteMail API.", port=8026)
     parser.add_argument("--mailboxes", type=int, default=1)
     parser.add_argument("--mails", type=int, default=10, help="mails seeded per mailbox")
     parser.add_argument("--minutes", type=float, default=60, help="lifetime of each mailbox")
     parser.add_argument("--quota", type=int, default=DEFAULT_QUOTA, help="API calls per user")
     parser.add_argument("--rate-limit", type=float, default=None, help="req/s per key")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for the mails")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

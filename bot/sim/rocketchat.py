@@ -24,7 +24,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -37,11 +36,18 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bot.sim.mailtd import Fault
+from bot.sim.base import (
+    Fault,
+    SimRequest,
+    SimServer,
+    busiest_window,
+    proxy_page,
+    serve_until_stopped,
+    simulator_parser,
+)
 
 API = "/api/v1/"
 DEFAULT_COUNT, MAX_COUNT = 50, 100
-FAULT_KINDS = frozenset({"latency", "status", "html", "truncated", "reset", "rate_limited"})
 LOGGED_OUT = "You must be logged in to do this."
 NO_PERMISSION = "User does not have the permissions required for this action"
 ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz"
@@ -49,11 +55,6 @@ NewFile = tuple[str, str, int]  # name, content type, size
 USER = web.RequestKey("user", object)
 
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
-_PROXY_PAGE = (
-    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
 
 
 def random_id() -> str:
@@ -199,27 +200,19 @@ class SimMessage:
                 "attachments": [attachment]}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SimRequest:
-    """One answered API request; ``status`` 0 means the connection was reset."""
-
-    time: float
-    method: str
-    path: str
-    query: str
-    status: int
-    user_id: str | None
-
-    @property
-    def route(self) -> str:
-        return self.path.removeprefix(API)
-
-
-class RocketChatSim:
+class RocketChatSim(SimServer):
     """The simulated server: state, the aiohttp app and the control API tests drive.
 
     ``version`` picks the 401/403 bodies (before or from 8.0); ``rate_limit`` calls per
-    ``rate_period`` seconds per IP, route and method (the server default: 10 per 60 s)."""
+    ``rate_period`` seconds per IP, route and method (the server default: 10 per 60 s).
+    The request log names callers by ``X-User-Id`` and is read per route (``requests_to``).
+
+    Fault params: ``latency`` takes ``seconds``; ``status`` takes ``status``, ``error`` and
+    ``errorType``; ``html`` takes ``status``; ``reset`` takes ``before_headers``."""
+
+    partial_body = b'{"messages": [{"_id": "'
+    window_seconds = 60.0
+    window_filter = "route"
 
     def __init__(
         self,
@@ -229,19 +222,14 @@ class RocketChatSim:
         rate_period: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock)
         self.version = version
-        self.rate_limit, self.rate_period, self.clock = rate_limit, rate_period, clock
-        self.down = False
-        self.base_url = ""
+        self.rate_limit, self.rate_period = rate_limit, rate_period
         self.users: dict[str, SimUser] = {}
         self.rooms: dict[str, SimRoom] = {}
         self.subscriptions: dict[tuple[str, str], SimSubscription] = {}  # (rid, uid)
         self.messages: dict[str, SimMessage] = {}
-        self.requests: list[SimRequest] = []
-        self.faults: list[Fault] = []
         self._windows: dict[tuple[str, str], list[float]] = {}  # → [reset at, calls]
-        self._runner: web.AppRunner | None = None
-        self.app = self.make_app()
 
     @property
     def modern(self) -> bool:
@@ -337,40 +325,18 @@ class RocketChatSim:
         sub, now = self.subscription(room, user), self.now()
         sub.ls, sub.unread, sub.alert, sub.tunread, sub.updated_at = now, 0, False, [], now
 
-    def inject(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Queue ``kind`` for the next ``count`` matching requests; ``path`` is a substring.
-
-        Params: ``latency`` takes ``seconds``; ``status`` takes ``status``, ``error`` and
-        ``errorType``; ``html`` takes ``status``; ``reset`` takes ``before_headers``."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
-        self.faults.append(Fault(kind, count, method, path, params))
-
-    def set_down(self, down: bool) -> None:
-        self.down = down
-
     def requests_to(self, route: str, method: str | None = None) -> list[SimRequest]:
         """The logged requests to ``route`` (e.g. ``dm.history``)."""
-        return [r for r in self.requests if r.route == route and method in (None, r.method)]
+        return [
+            r
+            for r in self.requests
+            if r.path.removeprefix(API) == route and method in (None, r.method)
+        ]
 
-    def max_requests_in_window(self, window: float = 60.0, route: str | None = None) -> int:
+    def max_requests_in_window(self, window: float | None = None, route: str | None = None) -> int:
         """Most requests (accepted or refused) to ``route`` (or any) within ``window`` s."""
         chosen = self.requests if route is None else self.requests_to(route)
-        times = sorted(r.time for r in chosen)
-        best = start = 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return busiest_window(chosen, self.window_seconds if window is None else window)
 
     def _user(self, user: SimUser | str) -> SimUser:
         if isinstance(user, SimUser):
@@ -424,105 +390,46 @@ class RocketChatSim:
                 sub.tunread.append(thread)
             sub.alert, sub.open, sub.updated_at = True, True, now
 
-    # Lifecycle.
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> RocketChatSim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
     # The HTTP application.
 
-    def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
-        app.router.add_post(API + "login", self._login)
-        app.router.add_get(API + "me", self._me)
-        app.router.add_get(API + "subscriptions.get", self._subscriptions)
-        app.router.add_get(API + "subscriptions.getOne", self._subscription_one)
-        app.router.add_post(API + "subscriptions.read", self._read)
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(API + "login", self._login)
+        router.add_get(API + "me", self._me)
+        router.add_get(API + "subscriptions.get", self._subscriptions)
+        router.add_get(API + "subscriptions.getOne", self._subscription_one)
+        router.add_post(API + "subscriptions.read", self._read)
         for prefix in ("dm", "im"):  # every dm.* route has its im.* alias
-            app.router.add_get(f"{API}{prefix}.list", self._dm_list)
-            app.router.add_get(f"{API}{prefix}.history", self._dm_history)
-            app.router.add_get(f"{API}{prefix}.messages", self._dm_messages)
-        app.router.add_post(API + "chat.postMessage", self._post_message)
-        app.router.add_post("/_sim/users", self._ctl_user)
-        app.router.add_post("/_sim/rooms", self._ctl_room)
-        app.router.add_post("/_sim/messages", self._ctl_message)
-        app.router.add_post("/_sim/faults", self._ctl_fault)
-        app.router.add_post("/_sim/down", self._ctl_down)
-        app.router.add_get("/_sim/requests/max_window", self._ctl_max_window)
-        return app
+            router.add_get(f"{API}{prefix}.list", self._dm_list)
+            router.add_get(f"{API}{prefix}.history", self._dm_history)
+            router.add_get(f"{API}{prefix}.messages", self._dm_messages)
+        router.add_post(API + "chat.postMessage", self._post_message)
+        router.add_post("/_sim/users", self._ctl_user)
+        router.add_post("/_sim/rooms", self._ctl_room)
+        router.add_post("/_sim/messages", self._ctl_message)
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sim/"):
-            try:
-                return await handler(request)
-            except (KeyError, TypeError, ValueError) as err:
-                return web.json_response({"success": False, "error": str(err)}, status=400)
-        arrived = self.clock()
-        response = await self._respond(request, handler)
-        status = 0 if response is None else response.status
-        user_id = request.headers.get("X-User-Id")
-        self.requests.append(
-            SimRequest(arrived, request.method, request.path, request.query_string, status, user_id)
-        )
-        return web.Response() if response is None else response  # a closed transport drops it
+    def caller(self, request: web.Request) -> str | None:
+        return request.headers.get("X-User-Id")
 
-    async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
-        if self.down:
-            return _proxy_page(503)
-        fault = self._take_fault(request)
-        if fault is not None and fault.kind == "latency":
-            await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
-            fault = None
-        if fault is not None and fault.kind == "reset":
-            await _reset(request, before_headers=bool(fault.params.get("before_headers")))
-            return None
-        if fault is not None and fault.kind != "truncated":
-            return self._fault_response(fault)
-        response = await self._serve(request, handler)
-        return response if fault is None else _truncate(response)
+    def control_error(self, err: Exception) -> web.Response:
+        return web.json_response({"success": False, "error": str(err)}, status=400)
 
-    def _take_fault(self, request: web.Request) -> Fault | None:
-        fault = next((f for f in self.faults if f.matches(request)), None)
-        if fault is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self.faults.remove(fault)
-        return fault
-
-    def _fault_response(self, fault: Fault) -> web.Response:
+    def fault_response(self, fault: Fault) -> web.Response:
         status = int(fault.params.get("status", 502 if fault.kind == "html" else 500))
         if fault.kind == "html":
-            return _proxy_page(status)
+            return proxy_page(status)
         if fault.kind == "rate_limited":
             return self._too_many(self.clock() + self.rate_period)
         error = str(fault.params.get("error", HTTPStatus(status).phrase))
         return _ApiError(status, error, fault.params.get("errorType")).response()
 
-    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def truncate(self, response: web.StreamResponse) -> web.Response:
+        cut = super().truncate(response)
+        cut.headers.update(
+            {k: v for k, v in response.headers.items() if k.startswith("X-RateLimit")}
+        )
+        return cut
+
+    async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return _ApiError(404, "Resource not found").response()
         reset_at, calls = self._count(request)
@@ -765,20 +672,6 @@ class RocketChatSim:
         )  # fmt: skip
         return web.json_response({"id": msg.id}, status=201)
 
-    async def _ctl_fault(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        self.inject(str(body.pop("kind")), **body)
-        return web.json_response({"queued": len(self.faults)}, status=201)
-
-    async def _ctl_down(self, request: web.Request) -> web.Response:
-        self.set_down(bool((await _json_body(request))["down"]))
-        return web.json_response({"down": self.down})
-
-    async def _ctl_max_window(self, request: web.Request) -> web.Response:
-        window = float(request.query.get("window", "60"))
-        most = self.max_requests_in_window(window, request.query.get("route"))
-        return web.json_response({"max": most, "requests": len(self.requests)})
-
 
 def _ok(data: dict[str, Any]) -> web.Response:
     return web.json_response({**data, "success": True})
@@ -819,31 +712,6 @@ def _pagination(query: Any) -> tuple[int, int]:
     except ValueError:
         raise _bad("invalid-params", "offset and count must be numbers") from None
     return offset, min(max(count, 0), MAX_COUNT)
-
-
-def _proxy_page(status: int) -> web.Response:
-    page = _PROXY_PAGE.format(status=status, phrase=HTTPStatus(status).phrase)
-    return web.Response(status=status, text=page, content_type="text/html")
-
-
-async def _reset(request: web.Request, *, before_headers: bool) -> None:
-    """Drop the connection; by default mid-body, because aiohttp clients silently retry an
-    idempotent request once when the connection drops before the response head."""
-    if not before_headers:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 64
-        await response.prepare(request)
-        await response.write(b'{"update": [{"_id": "')
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _truncate(response: web.StreamResponse) -> web.Response:
-    body = response.body if isinstance(response, web.Response) else None
-    full = body if isinstance(body, bytes) and body else b'{"messages": [{"_id": "'
-    return web.Response(
-        body=full[: len(full) // 2], content_type="application/json", headers={
-            k: v for k, v in response.headers.items() if k.startswith("X-RateLimit")})  # fmt: skip
 
 
 # Realistic chat for the demo and `python -m bot.sim.rocketchat`.
@@ -929,29 +797,21 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     )
     me = sim.add_user(args.username, password=args.password)
     seed_demo(sim, me, random.Random(args.seed))
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await sim.start(args.host, args.port)
-    try:
-        print(f"Rocket.Chat simulator ({sim.version}) at {sim.base_url}", flush=True)
-        for user in sim.users.values():
-            print(f"  @{user.username} user_id={user.id} token={user.token}", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+
+    def banner() -> list[str]:
+        users = [f"  @{u.username} user_id={u.id} token={u.token}" for u in sim.users.values()]
+        return [f"Rocket.Chat simulator ({sim.version}) at {sim.base_url}", *users]
+
+    await serve_until_stopped(sim, args.host, args.port, banner)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a simulated Rocket.Chat DM API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+    parser = simulator_parser("Serve a simulated Rocket.Chat DM API.", port=3000)
     parser.add_argument("--username", default="demo", help="the user whose DMs are seeded")
     parser.add_argument("--password", default=None, help="allow password login for that user")
     parser.add_argument("--server-version", default="7.10.0", help="8.0+ changes 401 bodies")
     parser.add_argument("--rate-limit", type=int, default=10, help="calls per route and window")
     parser.add_argument("--rate-period", type=float, default=60.0, help="window in seconds")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for the messages")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

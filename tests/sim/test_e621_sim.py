@@ -15,19 +15,10 @@ import aiohttp
 import pytest
 
 from bot.sim.e621 import E621Sim, SimUser, demo
+from tests.sim.shared import FakeClock
 
 T0 = datetime(2025, 1, 15, 15, 30, tzinfo=UTC)  # 10:30 in New York (EST)
 AGENT = {"User-Agent": "inboxbot-tests/1.0 (by alice on e621)"}
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand, so rate-limit tests need no sleeping."""
-
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
 
 
 @pytest.fixture

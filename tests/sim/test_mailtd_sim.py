@@ -18,18 +18,9 @@ import pytest
 
 from bot.sim.corpus import realistic_message
 from bot.sim.mailtd import MailTdSim, SimAccount, seed_realistic
+from tests.sim.shared import FakeClock, bearer_session, call, statuses
 
 T0 = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand, so rate-limit tests need no sleeping."""
-
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
 
 
 @pytest.fixture
@@ -45,29 +36,12 @@ def alice(mail_sim: MailTdSim) -> SimAccount:
 
 @pytest.fixture
 async def http(mail_sim: MailTdSim, alice: SimAccount) -> AsyncIterator[aiohttp.ClientSession]:
-    headers = {"Authorization": f"Bearer {alice.token}"}
-    async with aiohttp.ClientSession(mail_sim.base_url, headers=headers) as session:
+    async with bearer_session(mail_sim.base_url, alice.token) as session:
         yield session
 
 
 def inbox(account: SimAccount, tail: str = "") -> str:
     return f"/api/accounts/{account.id}/messages{tail}"
-
-
-async def call(
-    session: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
-) -> tuple[int, Any]:
-    async with session.request(method, path, **kwargs) as resp:
-        body = await resp.read()
-        return resp.status, json.loads(body) if body else None
-
-
-async def status_of(session: aiohttp.ClientSession, path: str, times: int = 1) -> list[int]:
-    statuses = []
-    for _ in range(times):
-        async with session.get(path) as resp:
-            statuses.append(resp.status)
-    return statuses
 
 
 def add(sim: MailTdSim, account: SimAccount, n: int = 0, **kwargs: Any) -> str:
@@ -320,14 +294,14 @@ async def test_rate_limit_per_token() -> None:
         account = sim.add_account("alice@mail.td")
         headers = {"Authorization": f"Bearer {account.token}"}
         async with aiohttp.ClientSession(sim.base_url, headers=headers) as http:
-            assert await status_of(http, inbox(account), 7) == [200] * 4 + [429] * 3
+            assert await statuses(http, inbox(account), 7) == [200] * 4 + [429] * 3
             async with http.get(inbox(account)) as refused:
                 assert await refused.json() == {"error": "rate_limit_exceeded"}
                 assert "Retry-After" not in refused.headers
             clock.value += 0.999
-            assert await status_of(http, inbox(account)) == [429]
+            assert await statuses(http, inbox(account)) == [429]
             clock.value += 0.001
-            assert await status_of(http, inbox(account), 5) == [200] * 4 + [429]
+            assert await statuses(http, inbox(account), 5) == [200] * 4 + [429]
     assert sim.max_requests_in_window(1.0, account.token) == 9  # 8 at t, 1 at t+0.999
 
 
@@ -337,7 +311,7 @@ async def test_pro_rate_limit_per_account() -> None:
         pro.rate_limit = 10
         headers = {"Authorization": f"Bearer {pro.token}"}
         async with aiohttp.ClientSession(sim.base_url, headers=headers) as http:
-            assert await status_of(http, inbox(pro), 11) == [200] * 10 + [429]
+            assert await statuses(http, inbox(pro), 11) == [200] * 10 + [429]
 
 
 async def test_rate_limit_with_the_real_clock() -> None:
@@ -345,17 +319,17 @@ async def test_rate_limit_with_the_real_clock() -> None:
         account = sim.add_account("alice@mail.td")
         headers = {"Authorization": f"Bearer {account.token}"}
         async with aiohttp.ClientSession(sim.base_url, headers=headers) as http:
-            statuses = await status_of(http, inbox(account), 8)
-            assert statuses.count(429) >= 1
+            burst = await statuses(http, inbox(account), 8)
+            assert burst.count(429) >= 1
             await asyncio.sleep(1.05)
-            assert await status_of(http, inbox(account)) == [200]
+            assert await statuses(http, inbox(account)) == [200]
     assert sim.max_requests_in_window() == 8
 
 
 async def test_unauthenticated_limit_is_per_ip() -> None:
     async with MailTdSim(clock=FakeClock()) as sim, aiohttp.ClientSession(sim.base_url) as anon:
-        statuses = await status_of(anon, "/api/accounts/x/messages", 9)
-    assert statuses == [401] * 8 + [429]
+        seen = await statuses(anon, "/api/accounts/x/messages", 9)
+    assert seen == [401] * 8 + [429]
 
 
 async def test_monthly_quota() -> None:
@@ -364,12 +338,12 @@ async def test_monthly_quota() -> None:
         account = sim.add_account("alice@mail.td")
         headers = {"Authorization": f"Bearer {account.token}"}
         async with aiohttp.ClientSession(sim.base_url, headers=headers) as http:
-            assert await status_of(http, inbox(account), 2) == [200, 200]
+            assert await statuses(http, inbox(account), 2) == [200, 200]
             assert await call(http, "GET", inbox(account)) == (429, {"error": "quota_exceeded"})
             sim.quota_code = "ops_quota_exceeded"
             assert await call(http, "GET", inbox(account)) == (429, {"error": "ops_quota_exceeded"})
             month[0] = T0 + timedelta(days=31)
-            assert await status_of(http, inbox(account)) == [200]
+            assert await statuses(http, inbox(account)) == [200]
             account.ops_limit = 1
             assert await call(http, "GET", inbox(account)) == (429, {"error": "ops_quota_exceeded"})
 
@@ -434,9 +408,9 @@ async def test_reset_faults_are_connection_errors(
     # aiohttp retries once by itself when the drop comes before the response head.
     mail_sim.inject("reset", count=2, before_headers=True)
     with pytest.raises(aiohttp.ServerDisconnectedError):
-        await status_of(http, inbox(alice))
+        await statuses(http, inbox(alice))
     assert [r.status for r in mail_sim.requests] == [0, 0, 0]
-    assert await status_of(http, inbox(alice)) == [200]
+    assert await statuses(http, inbox(alice)) == [200]
 
 
 async def test_latency_fault(
@@ -448,7 +422,7 @@ async def test_latency_fault(
             pass
     mail_sim.inject("latency", seconds=0.1)
     started = time.monotonic()
-    assert await status_of(http, inbox(alice)) == [200]
+    assert await statuses(http, inbox(alice)) == [200]
     assert time.monotonic() - started >= 0.1
 
 
@@ -457,10 +431,10 @@ async def test_fault_filters(
 ) -> None:
     message_id = add(mail_sim, alice)
     mail_sim.inject("expired", method="GET", path="/messages/")
-    assert await status_of(http, inbox(alice)) == [200]
+    assert await statuses(http, inbox(alice)) == [200]
     assert await call(http, "PUT", inbox(alice, f"/{message_id}/read")) == (204, None)
-    assert await status_of(http, inbox(alice, f"/{message_id}")) == [410]
-    assert await status_of(http, inbox(alice, f"/{message_id}")) == [200]
+    assert await statuses(http, inbox(alice, f"/{message_id}")) == [410]
+    assert await statuses(http, inbox(alice, f"/{message_id}")) == [200]
     with pytest.raises(ValueError, match="unknown fault"):
         mail_sim.inject("meteor")
 
@@ -472,7 +446,7 @@ async def test_down_mode(
     for _ in range(3):
         assert await call(http, "GET", inbox(alice)) == (503, {"error": "service_unavailable"})
     mail_sim.set_down(False)
-    assert await status_of(http, inbox(alice)) == [200]
+    assert await statuses(http, inbox(alice)) == [200]
 
 
 # The request log and the HTTP control API.
@@ -481,7 +455,7 @@ async def test_down_mode(
 async def test_request_log(
     mail_sim: MailTdSim, alice: SimAccount, http: aiohttp.ClientSession
 ) -> None:
-    await status_of(http, inbox(alice) + "?page=2")
+    await statuses(http, inbox(alice) + "?page=2")
     [entry] = mail_sim.requests
     assert (entry.method, entry.path, entry.query) == ("GET", inbox(alice), "page=2")
     assert (entry.status, entry.token) == (200, alice.token)

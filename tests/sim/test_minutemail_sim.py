@@ -23,6 +23,7 @@ from bot.sim.minutemail import (
     seed_realistic,
 )
 from bot.sources.minutemail import looks_like_html
+from tests.sim.shared import bearer_session, call, statuses
 
 T0 = datetime(2024, 1, 18, 0, 15, tzinfo=UTC)
 DOC_MAIL_FIELDS = {"id", "mailboxId", "sender", "subject", "body", "hasAttachments",
@@ -68,29 +69,12 @@ def box(mm: MinuteMailSim, key: SimKey) -> SimMailbox:
 
 @pytest.fixture
 async def http(mm: MinuteMailSim, key: SimKey) -> AsyncIterator[aiohttp.ClientSession]:
-    headers = {"Authorization": f"Bearer {key.key}"}
-    async with aiohttp.ClientSession(mm.base_url, headers=headers) as session:
+    async with bearer_session(mm.base_url, key.key) as session:
         yield session
 
 
 def mails(box: SimMailbox, tail: str = "") -> str:
     return f"/v1/mailboxes/{box.id}/mails{tail}"
-
-
-async def call(
-    session: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
-) -> tuple[int, Any]:
-    async with session.request(method, path, **kwargs) as resp:
-        body = await resp.read()
-        return resp.status, json.loads(body) if body else None
-
-
-async def statuses(session: aiohttp.ClientSession, path: str, times: int = 1) -> list[int]:
-    found = []
-    for _ in range(times):
-        async with session.get(path) as resp:
-            found.append(resp.status)
-    return found
 
 
 def add(mm: MinuteMailSim, box: SimMailbox, n: int = 0, **kwargs: Any) -> str:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from bot.sim.rocketchat import RocketChatSim, SimRoom, SimUser, demo, iso
+from tests.sim.shared import FakeClock, call
 
 LEGACY_401 = {
     "success": False,
@@ -20,16 +21,6 @@ LEGACY_401 = {
     "status": "error",
     "message": "You must be logged in to do this.",
 }
-
-
-class FakeClock:
-    """Epoch seconds the test moves by hand, so rate-limit tests need no sleeping."""
-
-    def __init__(self) -> None:
-        self.value = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.value
 
 
 class TickingClock:
@@ -65,14 +56,6 @@ async def http(rc: RocketChatSim, alice: SimUser) -> AsyncIterator[aiohttp.Clien
     headers = {"X-User-Id": alice.id, "X-Auth-Token": alice.token}
     async with aiohttp.ClientSession(rc.base_url, headers=headers) as session:
         yield session
-
-
-async def call(
-    session: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
-) -> tuple[int, Any]:
-    async with session.request(method, path, **kwargs) as resp:
-        body = await resp.read()
-        return resp.status, json.loads(body) if body else None
 
 
 async def get(session: aiohttp.ClientSession, route: str, **params: str) -> tuple[int, Any]:
@@ -350,7 +333,7 @@ async def test_post_message_in_a_room_and_a_thread(
 
 
 async def test_ten_calls_per_route_per_minute_then_429(alice: SimUser) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_750_000_000.0)
     sim = RocketChatSim(clock=clock)
     me = sim.add_user("me")
     async with sim:

@@ -1,0 +1,1 @@
+"""Tests of the upstream simulators, driven over real HTTP the way a client sees them."""
