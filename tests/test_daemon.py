@@ -22,7 +22,7 @@ async def inboxbot(config: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(config), *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "INBOXBOT_LOG_LEVEL": "info"},
+        env={**os.environ, "INBOXBOT_LOG_LEVEL": "info", "INBOXBOT_LISTEN": ""},
     )  # fmt: skip
 
 
