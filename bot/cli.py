@@ -13,10 +13,10 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot import __version__
+from bot import __version__, tools
 from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
-from bot.errors import ConfigError, ConfigErrors
+from bot.errors import ConfigError, ConfigErrors, RenderError
 from bot.logs import setup_logging
 from bot.sentry import Scrubber, init_sentry, secret_values
 from bot.settings import Settings
@@ -41,6 +41,9 @@ COMMANDS = {
     "check": "validate configuration, rules and templates (exit 2 with file:line: message)",
     "demo": "run the daemon against the built-in simulators; no account needed",
     "healthcheck": "exit 0 when the running daemon's /healthz answers ok (for containers)",
+    "explain": "poll the feeds, show which rules would fire on each item and why; acts on nothing",
+    "render": "render a template (a name, or a .j2 file) for an item given as JSON",
+    "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…})",
 }
 
 
@@ -61,6 +64,15 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         if name == "demo":
             sub.add_argument("--duration", type=float, help="stop by itself after SECONDS")
+        if name == "explain":
+            sub.add_argument("--feed", help="only this feed (ACCOUNT/FEED) or account")
+        if name == "render":
+            sub.add_argument(
+                "template", help="template name (in the configured folders) or file.j2"
+            )
+            sub.add_argument("--item", type=Path, required=True, help="JSON file of an item")
+        if name == "test-rules":
+            sub.add_argument("cases", type=Path, help="YAML file of rule tests")
     return p
 
 
@@ -76,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"settings: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log_level, settings.log_format)
+    quiet = args.command in ("check", "explain", "render", "test-rules") and not args.log_level
+    setup_logging("warning" if quiet else settings.log_level, settings.log_format)
     if args.command == "healthcheck":
         return healthcheck(settings.listen)
     if args.command == "demo":
@@ -91,9 +104,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"{settings.config}: ok ({summary(loaded)})")
         return 0
+    if args.command in ("explain", "render", "test-rules"):
+        return helper_command(args, loaded)
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
     return asyncio.run(serve(loaded, settings, args.command == "once", scrubber))
+
+
+def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    try:
+        if args.command == "explain":
+            return asyncio.run(tools.explain(loaded, args.feed))
+        if args.command == "render":
+            print(tools.render(loaded.renderer, args.template, args.item))
+            return 0
+        return tools.run_rule_tests(loaded, args.cases)
+    except (ConfigError, RenderError) as err:
+        print(err, file=sys.stderr)
+    except (OSError, ValueError) as err:
+        print(f"{getattr(err, 'filename', None) or 'input'}: {err}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def summary(loaded: Loaded) -> str:

@@ -40,6 +40,11 @@ COMBINATORS = ("any", "all", "not", "if")
 class Compiled:
     predicate: Predicate
     fields: frozenset[str] | None  # the item fields read; None: all of them
+    parts: tuple[tuple[str, Predicate], ...] = ()  # each top-level key, for `explain`
+
+    def failing(self, context: Context) -> list[str]:
+        """The top-level conditions that do not hold: why a rule did not match."""
+        return [key for key, predicate in self.parts if not predicate(context)]
 
 
 def _read(context: Context, key: str) -> Any:
@@ -72,7 +77,9 @@ class WhenCompiler:
             raise self.error(path, "conditions must be a mapping of fields to values")
         parts = [self._entry(key, value, (*path, key)) for key, value in spec.items()]
         preds = [p.predicate for p in parts]
-        return Compiled(lambda f: all(p(f) for p in preds), union_fields(p.fields for p in parts))
+        named = tuple(zip(spec, preds, strict=True))
+        fields = union_fields(p.fields for p in parts)
+        return Compiled(lambda f: all(p(f) for p in preds), fields, named)
 
     def _entry(self, key: str, value: Any, path: Path_) -> Compiled:
         if key in ("any", "all"):

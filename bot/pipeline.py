@@ -15,7 +15,7 @@ import random
 import time as _time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,8 +114,7 @@ class Pipeline:
         self.metrics.polls.labels(*labels).inc()
         try:
             with self.metrics.poll_seconds.labels(*labels).time():
-                result = await source.poll(feed.name, cursor)
-            items = [replace(i, upstream=source.type_name) for i in result.items]
+                result = await source.listing(feed.name, cursor)
         except RemoteError as err:
             self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
             self.health.failed(feed.key, err)
@@ -127,7 +126,7 @@ class Pipeline:
         self.metrics.last_poll.labels(*labels).set(self.last_success[feed.key])
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
         added = self.store.record_poll(
-            feed.key, items, result.cursor, now=self.clock.time(), skip=skip
+            feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip
         )
         self.health.ok(feed.key)
         self.metrics.new_items.labels(*labels).inc(added)
@@ -142,7 +141,7 @@ class Pipeline:
         details = f"{feed.key} details"
         for item in self.store.new_items(feed.key):
             try:
-                planned = await self._plan_item(item)
+                planned = await self.plan_item(item)
             except RemoteError as err:
                 # the item stays new and is planned after a later poll; so are the rest
                 self.health.failed(details, err)
@@ -158,7 +157,7 @@ class Pipeline:
                 extra=fields(rule=rule, feed=feed.key, items=count, max_actions_per_poll=limit),
             )
 
-    async def _plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
+    async def plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
         if not item.complete and any(
             r.needs_detail and item.account in r.accounts for r in self.rules
         ):

@@ -26,3 +26,11 @@ def test_an_example_passes_check(
         monkeypatch.setenv(name, "example-value")
     assert main(["--config", str(config), "check"]) == 0, capsys.readouterr().err
     assert ": ok (" in capsys.readouterr().out
+
+
+def test_the_example_rule_tests_pass(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILTD_TOKEN", "example-value")
+    config, cases = ROOT / "examples/mailtd.yaml", ROOT / "examples/mailtd-rule-tests.yaml"
+    assert main(["--config", str(config), "test-rules", str(cases)]) == 0, capsys.readouterr().out

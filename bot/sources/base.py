@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -70,6 +70,12 @@ class Source(ABC):
 
     @abstractmethod
     async def poll(self, feed: str, cursor: str | None) -> PollResult: ...
+
+    async def listing(self, feed: str, cursor: str | None) -> PollResult:
+        """``poll``, with each item marked as this upstream's (the rules' ``upstream:``)."""
+        result = await self.poll(feed, cursor)
+        items = [replace(item, upstream=self.type_name) for item in result.items]
+        return PollResult(items, result.cursor)
 
     async def complete(self, item: Item) -> Item:
         """The item with its detail fields fetched; sources whose list is complete keep this."""

@@ -1,0 +1,147 @@
+"""The commands that help write rules and templates: ``explain``, ``render``, ``test-rules``.
+
+None of them changes anything: ``explain`` polls with an in-memory store and acts on
+nothing; ``render`` and ``test-rules`` only read files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.app import Loaded, build, resources
+from bot.errors import ConfigError, RemoteError
+from bot.item import Item
+from bot.pipeline import Pipeline
+from bot.render import Renderer
+from bot.rules import plan
+from bot.sources import Feed
+from bot.yamlfile import YamlDoc, load_yaml
+
+
+async def explain(loaded: Loaded, only: str | None) -> int:
+    """Poll each feed (or ``only``), show for every listed item which rules fire and why."""
+    feeds = [f for f in loaded.feeds() if only in (None, f.key, f.account)]
+    if not feeds:
+        raise ConfigError(f"no feed {only!r}; feeds: {', '.join(f.key for f in loaded.feeds())}")
+    failed = 0
+    async with resources(Path(":memory:")) as res:
+        pipeline = build(loaded, res)
+        for feed in feeds:
+            failed += not await _explain_feed(pipeline, feed)
+    return 1 if failed else 0
+
+
+async def _explain_feed(pipeline: Pipeline, feed: Feed) -> bool:
+    source = pipeline.sources[feed.account]
+    try:
+        result = await source.listing(feed.name, None)
+    except RemoteError as err:
+        print(f"{feed.key}: poll failed: {err}")
+        return False
+    print(f"{feed.key}: {len(result.items)} items listed (each explained as if new)")
+    for item in result.items:
+        await _explain_item(pipeline, item)
+    return True
+
+
+async def _explain_item(pipeline: Pipeline, item: Item) -> None:
+    try:
+        planned = await pipeline.plan_item(item)
+    except RemoteError as err:
+        print(f"  {item.id}: detail failed: {err}")
+        return
+    if planned is None:
+        print(f"  {item.id}: gone upstream")
+        return
+    full, steps = planned
+    print(f"  {full.id} {full.subject or full.text[:60]!r} from {full.sender or '?'}")
+    now = pipeline.clock.now()
+    context = {"item": full.fields(now), "account": full.account, "now": now}
+    matched = {m.rule.name: m for m in plan(pipeline.rules, full, context)}
+    for rule in pipeline.rules:
+        if full.account not in rule.accounts:
+            continue
+        if rule.name not in matched:
+            why = ", ".join(rule.when.failing(context)) or "an earlier rule stopped"
+            print(f"    - {rule.name}: no ({why})")
+            continue
+        extract = " ".join(f"{k}={v!r}" for k, v in matched[rule.name].extract.items())
+        print(f"    + {rule.name}: yes{f' ({extract})' if extract else ''}")
+        for step in (s for s in steps if s.rule == rule.name):
+            what = step.payload.get("title") if step.kind == "deliver" else step.payload["args"]
+            print(f"        {step.kind} {step.target}: {what!r}")
+
+
+def render(renderer: Renderer, template: str, item_file: Path) -> str:
+    """``template`` (a name in the template folders, or a .j2 file) applied to an item."""
+    item = item_from(json.loads(item_file.read_text(encoding="utf-8")))
+    if template.endswith(".j2"):
+        path = Path(template)
+        renderer, template = Renderer([path.parent]), path.stem
+    named = renderer.load(template)
+    context = renderer.context(item, now=datetime.now(UTC), rule="render", extract={})
+    title, message = named.render(context)
+    return f"{title}\n\n{message}"
+
+
+ITEM_DEFAULTS = {"account": "example", "feed": "example", "kind": "email", "id": "1"}
+ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item)) - {"complete"}
+
+
+def item_from(data: Mapping[str, Any]) -> Item:
+    """An item from JSON or YAML: a webhook payload, its ``item``, or just some fields.
+    Raises ValueError naming unknown fields."""
+    fields = dict(data["item"]) if isinstance(data.get("item"), dict) else dict(data)
+    fields.pop("age", None)
+    unknown = sorted(set(fields) - ITEM_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown item fields {unknown}; known: {', '.join(sorted(ITEM_FIELDS))}")
+    moment = fields.get("created_at", datetime.now(UTC))
+    fields["created_at"] = moment.isoformat() if isinstance(moment, datetime) else str(moment)
+    return Item.from_json({**ITEM_DEFAULTS, **fields})
+
+
+def run_rule_tests(loaded: Loaded, cases_file: Path) -> int:
+    """Run the user's rule tests; print one line each and a summary; 1 when one failed."""
+    doc = load_yaml(cases_file)
+    if not isinstance(doc.data, list):
+        raise doc.error((), "a rule test file is a list of cases (- item: …, match: […])")
+    accounts = list(loaded.config.accounts)
+    results = [_case(loaded, doc, i, case, accounts) for i, case in enumerate(doc.data)]
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+def _case(loaded: Loaded, doc: YamlDoc, index: int, case: Any, accounts: Sequence[str]) -> bool:
+    if not isinstance(case, dict) or not isinstance(case.get("item"), dict):
+        raise doc.error((index,), "each case needs item: {…} and match: [rule names]")
+    label = str(case.get("name") or f"case {index + 1} (line {doc.line((index,))})")
+    fields = dict(case["item"])
+    if "account" not in fields and len(accounts) == 1:
+        fields["account"] = accounts[0]
+    account = loaded.config.accounts.get(str(fields.get("account")))
+    if account is not None:
+        fields.setdefault("upstream", account.type)
+    try:
+        item = item_from(fields)
+    except (TypeError, ValueError) as err:
+        raise doc.error((index, "item"), f"{index}.item: {err}") from None
+    now = datetime.now(UTC)
+    context = {"item": item.fields(now), "account": item.account, "now": now}
+    matches = plan(loaded.rules, item, context)
+    got = [m.rule.name for m in matches]
+    want = case.get("match", [])
+    problems = [f"matched {got}, expected {want}"] if got != want else []
+    extract = dict(matches[0].extract) if matches else {}
+    for key, value in (case.get("extract") or {}).items():
+        if extract.get(key) != str(value):
+            problems.append(f"extract {key}={extract.get(key)!r}, expected {str(value)!r}")
+    verdict = f"FAIL {label}: {'; '.join(problems)}" if problems else f"PASS {label}"
+    print(verdict)
+    return not problems
