@@ -40,11 +40,19 @@ COMBINATORS = ("any", "all", "not", "if")
 class Compiled:
     predicate: Predicate
     fields: frozenset[str] | None  # the item fields read; None: all of them
-    parts: tuple[tuple[str, Predicate], ...] = ()  # each top-level key, for `explain`
+    # each top-level key with its predicate and the fields it reads (`explain`, lazy detail)
+    parts: tuple[tuple[str, Predicate, frozenset[str] | None], ...] = ()
 
     def failing(self, context: Context) -> list[str]:
         """The top-level conditions that do not hold: why a rule did not match."""
-        return [key for key, predicate in self.parts if not predicate(context)]
+        return [key for key, predicate, _ in self.parts if not predicate(context)]
+
+    def ruled_out(self, context: Context, unknown: frozenset[str]) -> bool:
+        """Whether a condition that reads none of the ``unknown`` fields already fails."""
+        return any(
+            fields is not None and not fields & unknown and not predicate(context)
+            for _, predicate, fields in self.parts
+        )
 
 
 def _read(context: Context, key: str) -> Any:
@@ -77,7 +85,7 @@ class WhenCompiler:
             raise self.error(path, "conditions must be a mapping of fields to values")
         parts = [self._entry(key, value, (*path, key)) for key, value in spec.items()]
         preds = [p.predicate for p in parts]
-        named = tuple(zip(spec, preds, strict=True))
+        named = tuple((key, p.predicate, p.fields) for key, p in zip(spec, parts, strict=True))
         fields = union_fields(p.fields for p in parts)
         return Compiled(lambda f: all(p(f) for p in preds), fields, named)
 

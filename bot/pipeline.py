@@ -34,7 +34,7 @@ from bot.item import Item
 from bot.logs import fields
 from bot.metrics import Metrics
 from bot.render import Renderer
-from bot.rules import Match, Rule, Step, plan
+from bot.rules import Match, Rule, Step, plan, wants_detail
 from bot.sinks import Notification, Sink
 from bot.sources import Feed, Source
 from bot.store import CANCELLED, DONE, FAILED, NewStep, StepRecord, Store
@@ -158,9 +158,11 @@ class Pipeline:
             )
 
     async def plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
-        if not item.complete and any(
-            r.needs_detail and item.account in r.accounts for r in self.rules
-        ):
+        """The item (with its detail when a rule needs it) and its rendered steps;
+        None when the item went away upstream meanwhile."""
+        now = self.clock.now()
+        summary = {"item": item.fields(now), "account": item.account, "now": now}
+        if not item.complete and wants_detail(self.rules, item, summary):
             try:
                 item = await self.sources[item.account].complete(item)
             except GoneError as err:

@@ -177,6 +177,20 @@ def plan(rules: Sequence[Rule], item: Item, context: Context) -> list[Match]:
     return matches
 
 
+def wants_detail(rules: Sequence[Rule], item: Item, context: Context) -> bool:
+    """Whether planning ``item`` needs its detail (a body): some rule that reads one can still
+    match, judged on the summary; a summary-only rule that matches and stops settles it."""
+    for rule in rules:
+        if item.account not in rule.accounts:
+            continue
+        if rule.needs_detail:
+            if not rule.when.ruled_out(context, DETAIL_FIELDS):
+                return True
+        elif rule.stop and rule.when.predicate(context):
+            return False
+    return False
+
+
 @dataclass(frozen=True)
 class AccountCaps:
     """What rule checking needs to know of an account: its kinds and their actions."""

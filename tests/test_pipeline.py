@@ -322,3 +322,21 @@ async def test_an_auth_failure_alerts_at_once(
     out = capsys.readouterr().out
     assert "inboxbot: inbox/messages is failing" in out and "invalid_or_expired_token" in out
     assert setup.account.token not in out
+
+
+NARROW_BODY_RULE = """\
+- name: invoices
+  when: {kind: email, subject: {contains: invoice}, text: {regex: 'total \\d+'}}
+  notify: [{sink: screen, title: "{{ item.subject }}", message: "{{ item.text }}"}]
+"""
+
+
+async def test_no_detail_is_fetched_for_mail_a_body_rule_cannot_match(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mail(setup, "Hello there")
+    mail(setup, "Your invoice", text_body="total 42")
+    async with setup.pipeline(NARROW_BODY_RULE) as pipe:
+        await cycle(pipe)
+    assert detail_requests(setup) == 1  # only the invoice
+    assert "Your invoice\ntotal 42" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import yaml
 
 from bot.item import Attachment, Item
 from bot.render import Renderer
-from bot.rules import AccountCaps, Rule, RuleLoader, plan
+from bot.rules import AccountCaps, Rule, RuleLoader, plan, wants_detail
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 ITEM = Item(
@@ -159,3 +159,67 @@ def test_a_rule_limited_to_an_account_skips_the_others(tmp_path: Path) -> None:
         tmp_path, [{"name": "r", "when": {"account": "other"}, "then": ["delete"]}]
     )
     assert rule.accounts == frozenset({"other"})
+
+
+DETAIL_CASES = [
+    (
+        [{"name": "r", "when": {"subject": {"contains": "invoice"}, "text": {"contains": "x"}}}],
+        "Your invoice",
+        True,
+    ),
+    (
+        [{"name": "r", "when": {"subject": {"contains": "invoice"}, "text": {"contains": "x"}}}],
+        "Hello",
+        False,
+    ),
+    ([{"name": "r", "when": {"subject": {"contains": "invoice"}}}], "Your invoice", False),
+    (
+        [
+            {"name": "s", "when": {"subject": {"contains": "hello"}}, "stop": True},
+            {"name": "r", "when": {"text": {"contains": "x"}}},
+        ],
+        "Hello",
+        False,
+    ),
+    (
+        [
+            {"name": "s", "when": {"subject": {"contains": "other"}}, "stop": True},
+            {"name": "r", "when": {"text": {"contains": "x"}}},
+        ],
+        "Hello",
+        True,
+    ),
+    ([{"name": "r", "when": {"if": "{{ item.text | length > 3 }}"}}], "Hello", True),
+    ([{"name": "r", "when": {"account": "other", "text": {"contains": "x"}}}], "Hello", False),
+    (
+        [
+            {
+                "name": "r",
+                "when": {"kind": "email"},
+                "extract": {"c": {"from": "text", "regex": "x"}},
+            }
+        ],
+        "Hello",
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("rules", "subject", "expected"), DETAIL_CASES)
+def test_the_detail_is_wanted_only_when_a_body_rule_can_still_match(
+    tmp_path: Path, rules: list[dict[str, object]], subject: str, expected: bool
+) -> None:
+    compiled = compile_rules(tmp_path, rules)
+    item = Item(
+        account="inbox",
+        feed="messages",
+        kind="email",
+        id="1",
+        created_at=NOW,
+        subject=subject,
+        complete=False,
+    )
+    assert (
+        wants_detail(compiled, item, {"item": item.fields(NOW), "account": "inbox", "now": NOW})
+        is expected
+    )
