@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.app import load, running
@@ -26,6 +27,13 @@ DEFAULT_RULES = """\
   notify: [{sink: hooks, template: email}]
   then: [mark_read]
 """
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP session, for clients under test."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

@@ -34,12 +34,6 @@ async def sim() -> AsyncIterator[E621Sim]:  # overrides the Mail.td one of conft
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def alice(sim: E621Sim) -> SimUser:
     return sim.add_user("alice")
 

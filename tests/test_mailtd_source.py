@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -12,12 +11,6 @@ from bot.errors import AuthError, GoneError, PermanentError, QuotaError, Transie
 from bot.http import Limiters
 from bot.sim.mailtd import MailTdSim, SimAccount
 from bot.sources.mailtd import MailTdAccount, MailTdSource, parse_time
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture

@@ -67,12 +67,6 @@ def box(mm: MinuteMailSim, key: SimKey) -> SimMailbox:
     return mm.add_mailbox(key, minutes=10, alias="qa-run")
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def source(
     mm: MinuteMailSim,
     key: SimKey,

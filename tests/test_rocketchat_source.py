@@ -51,12 +51,6 @@ async def rc() -> AsyncIterator[RocketChatSim]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def me(rc: RocketChatSim) -> SimUser:
     return rc.add_user("alice", "Alice Liddell", password="wonderland")
 
