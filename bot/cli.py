@@ -20,6 +20,7 @@ from bot.errors import ConfigError, ConfigErrors, RenderError
 from bot.logs import setup_logging
 from bot.sentry import Scrubber, init_sentry, secret_values
 from bot.settings import Settings
+from bot.store import StoreError
 from bot.systemd import Notifier
 
 EXIT_CONFIG = 2
@@ -108,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return helper_command(args, loaded)
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
-    return asyncio.run(serve(loaded, settings, args.command == "once", scrubber))
+    try:
+        return asyncio.run(serve(loaded, settings, args.command == "once", scrubber))
+    except StoreError as err:
+        print(
+            f"inboxbot: {err} (set --state or INBOXBOT_STATE to a writable file)", file=sys.stderr
+        )
+        return 1
 
 
 def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
@@ -121,8 +128,10 @@ def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
         return tools.run_rule_tests(loaded, args.cases)
     except (ConfigError, RenderError) as err:
         print(err, file=sys.stderr)
-    except (OSError, ValueError) as err:
-        print(f"{getattr(err, 'filename', None) or 'input'}: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"{err.filename}: {err.strerror}", file=sys.stderr)
+    except ValueError as err:
+        print(err, file=sys.stderr)
     return EXIT_CONFIG
 
 

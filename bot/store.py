@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.errors import InboxbotError
 from bot.item import Item
 
 MIGRATIONS = (
@@ -67,13 +68,20 @@ class NewStep:
     due_at: float
 
 
+class StoreError(InboxbotError):
+    """The state database cannot be opened."""
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as err:
+            raise StoreError(f"state {path}: {err}") from None
 
     def close(self) -> None:
         self.db.close()

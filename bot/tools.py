@@ -79,7 +79,11 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
 
 def render(renderer: Renderer, template: str, item_file: Path) -> str:
     """``template`` (a name in the template folders, or a .j2 file) applied to an item."""
-    item = item_from(json.loads(item_file.read_text(encoding="utf-8")))
+    try:
+        data = json.loads(item_file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{item_file}: not JSON: {err}") from None
+    item = item_from(data)
     if template.endswith(".j2"):
         path = Path(template)
         renderer, template = Renderer([path.parent]), path.stem

@@ -108,3 +108,24 @@ def test_a_broken_rule_test_file_is_located(
     cases.write_text("- item: {subject: x}\n- item: {colour: red}\n")
     assert main(["--config", str(config), "test-rules", str(cases)]) == 2
     assert capsys.readouterr().err.startswith(f"{cases}:2: 1.item: unknown item fields ['colour']")
+
+
+def test_bad_inputs_get_one_line(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    config = setup.write(RULES)
+    bad = setup.tmp / "bad.json"
+    bad.write_text("{bad")
+    assert main(["--config", str(config), "render", "email", "--item", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"{bad}: not JSON:")
+    assert (
+        main(["--config", str(config), "render", "email", "--item", str(setup.tmp / "none.json")])
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.strip() == f"{setup.tmp / 'none.json'}: No such file or directory"
+    )
+    assert main(["--config", str(config), "--state", "/nonexistent/dir/state.db", "once"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "state /nonexistent/dir/state.db: unable to open database file" in err
+        and "Traceback" not in err
+    )
