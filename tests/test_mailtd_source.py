@@ -224,3 +224,31 @@ def test_times_parse_in_every_shape(text: str) -> None:
     assert parse_time(text).astimezone(UTC).replace(microsecond=0) == datetime(
         2025, 1, 15, 10, 30, tzinfo=UTC
     )
+
+
+@pytest.mark.parametrize("created_at", [None, "yesterday", 12345])
+def test_an_odd_time_does_not_block_the_feed(created_at: object) -> None:
+    src = MailTdSource(
+        "carol",
+        MailTdAccount.model_validate(
+            {"type": "mailtd", "account_id": "a@mail.td", "token": "td_x"}
+        ),
+        None,
+        Limiters(),
+    )  # type: ignore[arg-type]
+    entry = {"id": "m1", "subject": "hi", "is_read": False, "created_at": created_at}
+    item = src._summary({k: v for k, v in entry.items() if v is not None})
+    assert item.id == "m1" and item.created_at.tzinfo is not None
+
+
+def test_an_entry_without_id_is_a_broken_answer() -> None:
+    src = MailTdSource(
+        "carol",
+        MailTdAccount.model_validate(
+            {"type": "mailtd", "account_id": "a@mail.td", "token": "td_x"}
+        ),
+        None,
+        Limiters(),
+    )  # type: ignore[arg-type]
+    with pytest.raises(TransientError, match="no id"):
+        src._summary({"subject": "hi"})

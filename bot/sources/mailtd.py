@@ -94,13 +94,21 @@ class MailTdSource(Source):
         return [self._summary(m) for m in messages]
 
     def _summary(self, m: Mapping[str, Any]) -> Item:
+        """A list entry as an item. Without an id it cannot be tracked: the answer is broken.
+        A missing or odd time must not block the feed: the time it was seen stands in."""
+        if not isinstance(m, Mapping) or not m.get("id"):
+            raise TransientError("a listed message has no id", service=self.name)
+        try:
+            created = parse_time(str(m["created_at"]))
+        except (KeyError, ValueError):
+            created = datetime.now(UTC)
         try:
             return Item(
                 account=self.name,
                 feed="messages",
                 kind="email",
                 id=str(m["id"]),
-                created_at=parse_time(str(m["created_at"])),
+                created_at=created,
                 sender=str(m.get("from") or m.get("sender") or ""),
                 recipient=self.account.account_id if "@" in self.account.account_id else "",
                 subject=str(m.get("subject") or ""),
