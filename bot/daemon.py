@@ -75,8 +75,9 @@ class Daemon:
         watchdog = asyncio.create_task(self.notifier.feed_watchdog())
         try:
             self._schedule()
-            self.scheduler.start()
+            # READY=1 once the feeds are scheduled, before any job can run
             self.notifier.ready(self.summary())
+            self.scheduler.start()
             log.info("started", extra=fields(status=self.summary()))
             await self.stopping.wait()
         finally:
