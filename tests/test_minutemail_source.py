@@ -504,14 +504,6 @@ backlog: {backlog}
 
 
 @pytest.fixture
-async def hook() -> AsyncIterator[HookReceiver]:
-    receiver = HookReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
 def setup(
     tmp_path: Path, mm: MinuteMailSim, hook: HookReceiver, key: SimKey, box: SimMailbox
 ) -> Setup:

@@ -30,18 +30,7 @@ from bot.sources.rocketchat import (
     RocketChatSource,
     parse_time,
 )
-
-
-class TickingClock:
-    """Real time, but a millisecond later at every reading, so that no two events share a
-    timestamp unless a test wants them to."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def __call__(self) -> float:
-        self.value = max(time.time(), self.value + 0.001)
-        return self.value
+from tests.sim.shared import TickingClock
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""What the simulator tests share: a clock moved by hand and JSON calls over HTTP."""
+"""What the simulator and client tests share: clocks for the simulators, and JSON calls
+over HTTP."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -15,6 +17,18 @@ class FakeClock:
         self.value = start
 
     def __call__(self) -> float:
+        return self.value
+
+
+class TickingClock:
+    """Real time, but a millisecond later at every reading: no two events share a timestamp
+    (and none lands in the millisecond of a later request's default ``latest``)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def __call__(self) -> float:
+        self.value = max(time.time(), self.value + 0.001)
         return self.value
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import aiohttp
 import pytest
 
 from bot.sim.rocketchat import RocketChatSim, SimRoom, SimUser, demo, iso
-from tests.sim.shared import FakeClock, call
+from tests.sim.shared import FakeClock, TickingClock, call
 
 LEGACY_401 = {
     "success": False,
@@ -21,18 +20,6 @@ LEGACY_401 = {
     "status": "error",
     "message": "You must be logged in to do this.",
 }
-
-
-class TickingClock:
-    """Real time, but a millisecond later at every reading: no two messages share a ``ts``
-    and none is saved in the millisecond of a later request's default ``latest``."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def __call__(self) -> float:
-        self.value = max(time.time(), self.value + 0.001)
-        return self.value
 
 
 @pytest.fixture
