@@ -177,6 +177,9 @@ class Store:
     def release_actions(self, feed: str, limit: int, *, now: float) -> dict[str, int]:
         """Let held actions run, except a rule's that acts on more than ``limit`` items;
         those are refused. Returns the refused rules with their item counts."""
+        held = "SELECT 1 FROM steps WHERE feed=? AND status=? LIMIT 1"
+        if self.db.execute(held, (feed, HELD)).fetchone() is None:
+            return {}  # the usual idle poll: no write transaction
         with self.transaction() as db:
             counts = db.execute(
                 "SELECT rule, count(DISTINCT item_id) FROM steps WHERE feed=? AND status=? "
