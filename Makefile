@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean systemd-check container-test systemd-test
+.PHONY: demo test lint servers bench clean systemd-check container-test systemd-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "inboxbot needs Python 3.11 or newer"'
@@ -24,8 +24,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-test: lint
-	$(BIN)/pytest -q
+servers:                    # Mosquitto (apt, root) and Synapse (own venv) for the sink tests
+	tests/servers/install.sh
+
+test: lint servers
+	$(BIN)/pytest -q -rs
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll_overhead.py
@@ -42,4 +45,4 @@ systemd-test: $(STAMP)      # the unit under real systemd as PID 1 in podman (ro
 	tests/container/systemd.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -62,8 +62,15 @@ class Setup:
     account: SimAccount
 
     def write(
-        self, rules: str = DEFAULT_RULES, *, backlog: str = "notify", extra: str = "", rate: int = 4
+        self,
+        rules: str = DEFAULT_RULES,
+        *,
+        backlog: str = "notify",
+        extra: str = "",
+        rate: int = 4,
+        sinks: str = "",
     ) -> Path:
+        """``sinks``: more lines under ``sinks:``, indented by two spaces."""
         (self.tmp / "templates").mkdir(exist_ok=True)
         (self.tmp / "templates" / "email.j2").write_text(TEMPLATE)
         (self.tmp / "rules.yaml").write_text(rules)
@@ -82,7 +89,7 @@ accounts:
 sinks:
   hooks: {{type: webhook, url: "{self.hook.url}"}}
   screen: {{type: console}}
-rules: [rules.yaml]
+{sinks}rules: [rules.yaml]
 templates: [templates]
 backlog: {backlog}
 {extra}"""

@@ -3,18 +3,25 @@
 ``send`` returns when the target accepted the notification and raises from the
 ``bot.errors`` tree otherwise: TransientError (retry, with the target's hint),
 AuthError (the user must fix credentials), PermanentError (never retry).
+
+A sink's message arrives already in its ``format`` (the config's ``format:``, else the
+target's natural one): template text as written, item content escaped with ``escape``.
+The title is plain text; a sink that puts it into markup escapes it itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import aiohttp
 
 from bot.config import SinkConfig
+from bot.markup import ESCAPERS
+
+PRIORITIES = ("min", "low", "default", "high", "urgent")
 
 
 @dataclass(frozen=True)
@@ -40,18 +47,55 @@ class Notification:
         return data
 
 
+@dataclass(frozen=True)
+class File:
+    """An item's attachment, fetched at delivery for sinks that take files."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a feed holds now, for sinks that show it (Home Assistant sensors)."""
+
+    account: str
+    feed: str
+    kind: str
+    unread: int  # items seen unread and not since marked read or deleted by inboxbot
+    last: Mapping[str, Any] | None  # the newest item's id, subject, sender, created_at, url
+
+
 class Sink(ABC):
     type_name: ClassVar[str]
     config_model: ClassVar[type[SinkConfig]]
     sends_item: ClassVar[bool] = False  # whether it sends the whole item (needs its detail)
+    takes_files: ClassVar[bool] = False  # whether `options: {attach: true}` means anything
+    wants_feed_state: ClassVar[bool] = False  # whether it is given FeedState after polls
+    default_rate: ClassVar[str | None] = None  # the service's documented limit, e.g. "20/min"
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.config = config
         self.session = session
 
+    @property
+    def format(self) -> str:
+        return self.config.format or "text"
+
+    def escape(self, text: str) -> str:
+        """``text`` (item content) made inert in this sink's format."""
+        return ESCAPERS[self.format](text)
+
+    async def start(self) -> None:  # noqa: B027 - most sinks hold no connection
+        """Connect where the target keeps a connection (MQTT); called once before sends."""
+
     @abstractmethod
-    async def send(self, notification: Notification) -> None: ...
+    async def send(self, notification: Notification, files: Sequence[File] = ()) -> None: ...
+
+    async def feed_state(self, states: Sequence[FeedState]) -> None:  # noqa: B027
+        """Show the feeds' state; only called when ``wants_feed_state``."""
 
     async def close(self) -> None:  # noqa: B027 - most sinks hold nothing of their own
         """Release connections the sink holds beyond the shared HTTP session."""

@@ -6,10 +6,11 @@ screen: {type: console}
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Literal
 
 from bot.config import SinkConfig
-from bot.sinks.base import Notification, Sink
+from bot.sinks.base import File, Notification, Sink
 
 
 class ConsoleConfig(SinkConfig):
@@ -21,7 +22,7 @@ class ConsoleSink(Sink):
     type_name = "console"
     config_model = ConsoleConfig
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification, files: Sequence[File] = ()) -> None:
         assert isinstance(self.config, ConsoleConfig)
         n = notification
         stream = sys.stdout if self.config.stream == "stdout" else sys.stderr

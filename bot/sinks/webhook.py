@@ -12,6 +12,7 @@ receiver can drop the duplicate a crash between its answer and our record may ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import aiohttp
@@ -19,7 +20,7 @@ from pydantic import Field, SecretStr
 
 from bot.config import SinkConfig
 from bot.http import HttpClient, classify
-from bot.sinks.base import Notification, Sink
+from bot.sinks.base import File, Notification, Sink
 
 
 class WebhookConfig(SinkConfig):
@@ -45,7 +46,7 @@ class WebhookSink(Sink):
             timeout=config.timeout.total_seconds(),
         )
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification, files: Sequence[File] = ()) -> None:
         payload: dict[str, Any] = notification.to_json()
         payload.pop("options")
         resp = await self.http.request(
