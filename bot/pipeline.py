@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.config import Config
+from bot.config import Config, parse_rate
 from bot.errors import (
     AuthError,
     GoneError,
@@ -34,7 +34,7 @@ from bot.item import Item
 from bot.logs import fields
 from bot.metrics import Metrics
 from bot.render import Renderer
-from bot.rules import Match, Rule, Step, plan, wants_detail
+from bot.rules import Match, Notify, Rule, Step, plan, wants_detail
 from bot.sinks import Notification, Sink
 from bot.sources import Feed, Source
 from bot.store import CANCELLED, DONE, FAILED, NewStep, StepRecord, Store
@@ -93,9 +93,9 @@ class Pipeline:
         self._resting: dict[str, tuple[int, float]] = {}  # feed → (failures in a row, until)
         self.last_success: dict[str, float] = {}  # feed → time of its last good poll
         self._sink_limits = {
-            name: RateLimiter(*sink.config.rate, margin=0.0)
+            name: RateLimiter(*rate, margin=0.0)
             for name, sink in self.sinks.items()
-            if sink.config.rate
+            if (rate := sink_rate(sink))
         }
 
     # --- poll and plan ---------------------------------------------------------------
@@ -204,14 +204,8 @@ class Pipeline:
         due = now.timestamp()
         if step.notify is not None:
             n = step.notify
-            title, message = (
-                n.template.render(ctx)
-                if n.template
-                else (
-                    n.title.render(ctx) if n.title else "",
-                    n.message.render(ctx) if n.message else "",
-                )
-            )
+            sink = self.sinks[n.sink]
+            title, message = render_for(sink, n, {**ctx, "format": sink.format})
             payload = Notification(
                 step.id,
                 match.rule.name,
@@ -371,7 +365,7 @@ class Pipeline:
     async def _send_alert(self, sink: Sink, key: str, title: str, message: str) -> bool:
         alert = Notification(
             id=hashlib.sha256(key.encode()).hexdigest()[:32], rule="inboxbot-alert", account="",
-            feed="", kind="alert", item_id="", title=title, message=message, url=None,
+            feed="", kind="alert", item_id="", title=title, message=sink.escape(message), url=None,
             priority="high",
         )  # fmt: skip
         try:
@@ -386,6 +380,22 @@ class Pipeline:
         now = self.clock.time()
         self.store.prune(before=now - self.config.retention.total_seconds(),
                          forget_before=now - DEDUP_HORIZON.total_seconds())  # fmt: skip
+
+
+def sink_rate(sink: Sink) -> tuple[int, float] | None:
+    """The sink's ``rate:``, else the limit its service documents."""
+    if sink.config.rate:
+        return sink.config.rate
+    return parse_rate(sink.default_rate) if sink.default_rate else None
+
+
+def render_for(sink: Sink, n: Notify, ctx: dict[str, Any]) -> tuple[str, str]:
+    """(title, message) for ``sink``: the title plain, the message in the sink's format
+    with every item value escaped for it."""
+    if n.template:
+        return n.template.render(ctx, sink.escape)
+    title = n.title.render(ctx) if n.title else ""
+    return title, n.message.render(ctx, sink.escape) if n.message else ""
 
 
 def _public(item: Item) -> dict[str, Any]:

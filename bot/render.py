@@ -30,13 +30,16 @@ from jinja2 import (
 from jinja2.environment import TemplateExpression
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 from bot.errors import ConfigError, RenderError
 from bot.item import Item
+from bot.markup import Escaper
 from bot.text import find_links, html_to_text
 
 ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item) if f.name != "complete") | {"age"}
 BLOCKS = ("title", "message")
+ESCAPE = "inboxbot escape"  # a context key no template can assign: the sink's escaper
 _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
@@ -88,6 +91,15 @@ def ago(context: Context, value: datetime | timedelta) -> str:
             count = seconds // size
             return f"{count} {unit}{'' if count == 1 else 's'} ago"
     return "just now"
+
+
+@pass_context
+def escape_output(context: Context, value: object) -> object:
+    """Every ``{{ … }}`` output through the sink's escaper, unless marked ``| safe``."""
+    escape = context.get(ESCAPE)
+    if escape is None or isinstance(value, Markup):
+        return value
+    return escape(str(value))
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
@@ -164,15 +176,18 @@ class NamedTemplate:
     fields_used: frozenset[str] | None
     template: Template = field(repr=False, compare=False)
 
-    def render(self, context: Mapping[str, Any]) -> tuple[str, str]:
-        """(title, message), each stripped."""
+    def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> tuple[str, str]:
+        """(title, message), each stripped; ``escape`` applies to the message's outputs
+        (the title is plain text)."""
         try:
-            ctx = self.template.new_context(dict(context))
+            ctx = self.template.new_context({**context, ESCAPE: None})
             # Running the whole template first executes top-level `set`, `import` and
             # `extends`, and gives ctx the full block chain that `super()` needs.
             for _ in self.template.root_render_func(ctx):
                 pass
-            title, message = ("".join(ctx.blocks[b][0](ctx)).strip() for b in BLOCKS)
+            title = "".join(ctx.blocks["title"][0](ctx)).strip()
+            ctx.vars[ESCAPE] = escape
+            message = "".join(ctx.blocks["message"][0](ctx)).strip()
         except Exception as err:
             raise _failure(err, f"template {self.name!r}") from None
         return title, message
@@ -184,9 +199,9 @@ class InlineTemplate:
     template: Template = field(repr=False, compare=False)
     label: str = "inline template"
 
-    def render(self, context: Mapping[str, Any]) -> str:
+    def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> str:
         try:
-            ctx = self.template.new_context(dict(context))
+            ctx = self.template.new_context({**context, ESCAPE: escape})
             return "".join(self.template.root_render_func(ctx)).strip()
         except Exception as err:
             raise _failure(err, self.label) from None
@@ -219,6 +234,7 @@ class Renderer:
             keep_trailing_newline=False,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=escape_output,
         )
         self._env.filters.update(FILTERS)
 

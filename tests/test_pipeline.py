@@ -340,3 +340,20 @@ async def test_no_detail_is_fetched_for_mail_a_body_rule_cannot_match(
         await cycle(pipe)
     assert detail_requests(setup) == 1  # only the invoice
     assert "Your invoice\ntotal 42" in capsys.readouterr().out
+
+
+MARKDOWN_RULE = """\
+- name: md
+  when: {kind: email}
+  notify: [{sink: md, title: "{{ item.subject }}", message: "**{{ format }}:** {{ item.subject }}"}]
+"""
+
+
+async def test_item_content_is_escaped_for_the_sinks_format(setup: Setup) -> None:
+    mail(setup, "*urgent* <b>@here</b>")
+    sink = f'  md: {{type: webhook, url: "{setup.hook.url}", format: markdown}}\n'
+    async with setup.pipeline(MARKDOWN_RULE, sinks=sink) as pipe:
+        await cycle(pipe)
+    body = setup.hook.received[0]
+    assert body["title"] == "*urgent* <b>@here</b>"  # titles are plain text
+    assert body["message"] == r"**markdown:** \*urgent\* \<b\>@here\</b\>"

@@ -11,6 +11,7 @@ from jinja2 import Environment
 
 from bot.errors import ConfigError, RenderError
 from bot.item import Attachment, Item
+from bot.markup import Escaper, escape_html, escape_markdown
 from bot.render import Renderer, links, md_escape, template_fields, truncate
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -344,3 +345,39 @@ def test_fields_used(renderer: Renderer, kind: str, source: str, expected: set[s
 def test_template_fields_on_a_parsed_ast() -> None:
     ast = Environment().parse("{{ item.subject }}{{ item['text'] }}")
     assert template_fields(ast) == frozenset({"subject", "text"})
+
+
+HOSTILE = "*bold* _x_ <b>x</b> @here [link](http://evil) `code` & {{ 7*7 }}"
+
+
+@pytest.mark.parametrize(
+    ("escape", "expected"),
+    [
+        (None, HOSTILE),
+        (escape_markdown, escape_markdown(HOSTILE)),
+        (escape_html, escape_html(HOSTILE)),
+    ],
+)
+def test_message_outputs_are_escaped_for_the_sink(
+    renderer: Renderer, escape: Escaper | None, expected: str
+) -> None:
+    template = renderer.inline("**New:** {{ item.subject }}")
+    ctx = context(renderer, make_item(subject=HOSTILE))
+    assert template.render(ctx, escape) == f"**New:** {expected}"
+
+
+def test_named_template_escapes_the_message_not_the_title(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text(
+        "{% block title %}{{ item.subject }}{% endblock %}\n"
+        "{% block message %}<b>{{ item.subject | truncate(16) }}</b>{% endblock %}"
+    )
+    r = Renderer([tmp_path])
+    title, message = r.load("t").render(context(r, make_item(subject=HOSTILE)), escape_html)
+    assert title == HOSTILE
+    assert message == "<b>*bold* _x_ &lt;b&gt;x…</b>"
+
+
+def test_safe_marks_output_the_template_vouches_for(renderer: Renderer) -> None:
+    template = renderer.inline("{{ '<i>' | safe }}{{ item.subject }}{{ '</i>' | safe }}")
+    ctx = context(renderer, make_item(subject="<b>"))
+    assert template.render(ctx, escape_html) == "<i>&lt;b&gt;</i>"
