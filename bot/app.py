@@ -88,6 +88,12 @@ def build(loaded: Loaded, res: Resources) -> Pipeline:
     )  # fmt: skip
 
 
+async def start(pipeline: Pipeline) -> None:
+    """Connect the sinks that keep a connection (they retry on their own when it fails)."""
+    for sink in pipeline.sinks.values():
+        await sink.start()
+
+
 async def close(pipeline: Pipeline) -> None:
     for sink in pipeline.sinks.values():
         await sink.close()
@@ -101,6 +107,7 @@ async def running(
     async with resources(state, clock) as res:
         pipeline = build(loaded, res)
         try:
+            await start(pipeline)
             yield pipeline
         finally:
             await close(pipeline)

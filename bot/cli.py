@@ -45,6 +45,7 @@ COMMANDS = {
     "explain": "poll the feeds, show which rules would fire on each item and why; acts on nothing",
     "render": "render a template (a name, or a .j2 file) for an item given as JSON",
     "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…})",
+    "send-test": "send a test notification to one sink; print why it failed (exit 1) if it did",
 }
 
 
@@ -74,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--item", type=Path, required=True, help="JSON file of an item")
         if name == "test-rules":
             sub.add_argument("cases", type=Path, help="YAML file of rule tests")
+        if name == "send-test":
+            sub.add_argument("sink", help="the sink's name in the configuration")
     return p
 
 
@@ -89,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"settings: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    quiet = args.command in ("check", "explain", "render", "test-rules") and not args.log_level
+    helpers = ("check", "explain", "render", "test-rules", "send-test")
+    quiet = args.command in helpers and not args.log_level
     setup_logging("warning" if quiet else settings.log_level, settings.log_format)
     if args.command == "healthcheck":
         return healthcheck(settings.listen)
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"{settings.config}: ok ({summary(loaded)})")
         return 0
-    if args.command in ("explain", "render", "test-rules"):
+    if args.command in helpers:
         return helper_command(args, loaded)
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
@@ -125,6 +129,8 @@ def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
         if args.command == "render":
             print(tools.render(loaded.renderer, args.template, args.item))
             return 0
+        if args.command == "send-test":
+            return asyncio.run(tools.send_test(loaded, args.sink))
         return tools.run_rule_tests(loaded, args.cases)
     except (ConfigError, RenderError) as err:
         print(err, file=sys.stderr)

@@ -22,7 +22,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.app import Loaded, Resources, build, close, load
+from bot.app import Loaded, Resources, build, close, load, start
 from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
@@ -74,6 +74,7 @@ class Daemon:
         web_runner = await self._serve_http()
         watchdog = asyncio.create_task(self.notifier.feed_watchdog())
         try:
+            await start(self.pipeline)
             self._schedule()
             # READY=1 once the feeds are scheduled, before any job can run
             self.notifier.ready(self.summary())
@@ -125,6 +126,7 @@ class Daemon:
         self.pipeline.last_success.update(old.last_success)
         self.pipeline.health = old.health
         await close(old)
+        await start(self.pipeline)
         self._schedule_feeds()
         self.scheduler.resume()
         self.notifier.ready(self.summary())

@@ -23,6 +23,15 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class File:
+    """An attachment's content, downloaded when a sink is to send it (``attach: true``)."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Item:
     account: str
     feed: str

@@ -30,12 +30,13 @@ from bot.errors import (
 )
 from bot.health import Health
 from bot.http import RateLimiter
-from bot.item import Item
+from bot.item import File, Item
 from bot.logs import fields
 from bot.metrics import Metrics
 from bot.render import Renderer
 from bot.rules import Match, Notify, Rule, Step, plan, wants_detail
 from bot.sinks import Notification, Sink
+from bot.sinks.base import FeedState
 from bot.sources import Feed, Source
 from bot.store import CANCELLED, DONE, FAILED, NewStep, StepRecord, Store
 
@@ -57,6 +58,9 @@ class Clock:
 
     def time(self) -> float:
         return _time.time()
+
+
+LAST_FIELDS = ("id", "subject", "sender", "created_at", "url")
 
 
 def backoff(attempts: int, hint: float | None) -> float:
@@ -133,7 +137,24 @@ class Pipeline:
         if added:
             log.info("polled", extra=fields(feed=feed.key, new=added, backlog_skipped=skip))
         await self.plan_new(feed)
+        await self.show_state(feed)
         return added
+
+    async def show_state(self, feed: Feed) -> None:
+        """Give sinks that show feeds (Home Assistant sensors) the feed's state."""
+        showing = [sink for sink in self.sinks.values() if sink.wants_feed_state]
+        if not showing:
+            return
+        unread, last = self.store.feed_summary(feed.key)
+        source = self.sources[feed.account]
+        kind = source.feed_kinds.get(feed.name, feed.name)
+        summary = {k: v for k, v in last.to_json().items() if k in LAST_FIELDS} if last else None
+        state = FeedState(feed.account, feed.name, kind, unread, summary)
+        for sink in showing:
+            try:
+                await sink.feed_state([state])
+            except RemoteError as err:  # shown again after the next poll
+                log.debug("feed state not shown", extra=fields(sink=sink.name, error=str(err)))
 
     async def plan_new(self, feed: Feed) -> None:
         """Plan every stored item of ``feed`` not planned yet (also those a crash left), each
@@ -260,7 +281,8 @@ class Pipeline:
     async def _send(self, sink: Sink, step: StepRecord) -> bool:
         key = f"sink {sink.name}"
         try:
-            await sink.send(Notification(**step.payload))
+            files = await self._files(step, sink.max_file_size) if sink.takes_files else []
+            await sink.send(Notification(**step.payload), files)
         except (TransientError, AuthError) as err:
             self.metrics.notifications.labels(sink.name, "retry").inc()
             self.health.failed(key, err)
@@ -283,6 +305,20 @@ class Pipeline:
         self.health.ok(key)
         log.info("delivered", extra=fields(sink=sink.name, rule=step.rule, item=step.item_id))
         return True
+
+    async def _files(self, step: StepRecord, max_size: int) -> list[File]:
+        """The item's attachments when the rule asks (``options: {attach: true}``); an
+        upstream that no longer has them leaves them out."""
+        item = self.store.item(step.feed, step.item_id)
+        source = self.sources.get(item.account) if item else None
+        if not step.payload["options"].get("attach") or item is None or source is None:
+            return []
+        try:
+            item = await source.complete(item)
+            return await source.files(item, max_size)
+        except GoneError as err:
+            log.warning("attachments gone", extra=fields(item=step.item_id, error=str(err)))
+            return []
 
     # --- act -------------------------------------------------------------------------
 

@@ -157,6 +157,22 @@ class Store:
         ).fetchone()
         return Item.from_json(json.loads(row[0])) if row and row[0] else None
 
+    def feed_summary(self, feed: str) -> tuple[int, Item | None]:
+        """(items seen unread that inboxbot has not marked read or deleted, the newest item)."""
+        (unread,) = self.db.execute(
+            "SELECT COUNT(*) FROM items i WHERE feed=? AND state!=? "
+            "AND json_extract(data, '$.unread') = 1 AND NOT EXISTS (SELECT 1 FROM steps s "
+            "WHERE s.feed=i.feed AND s.item_id=i.item_id AND s.kind='act' AND s.status=? "
+            "AND s.target IN ('mark_read', 'delete'))",
+            (feed, DROPPED, DONE),
+        ).fetchone()
+        row = self.db.execute(
+            "SELECT data FROM items WHERE feed=? AND data IS NOT NULL AND state!=? "
+            "ORDER BY seen_at DESC, rowid DESC LIMIT 1",
+            (feed, DROPPED),
+        ).fetchone()
+        return int(unread), Item.from_json(json.loads(row[0])) if row else None
+
     def save_plan(self, feed: str, item: Item, steps: Sequence[NewStep], *, now: float) -> None:
         """Record the item's steps (actions held) and mark it planned, atomically."""
         with self.transaction() as db:

@@ -1,7 +1,9 @@
-"""The commands that help write rules and templates: ``explain``, ``render``, ``test-rules``.
+"""The commands that help write rules, templates and sinks: ``explain``, ``render``,
+``test-rules``, ``send-test``.
 
-None of them changes anything: ``explain`` polls with an in-memory store and acts on
-nothing; ``render`` and ``test-rules`` only read files.
+None of them changes anything upstream: ``explain`` polls with an in-memory store and acts
+on nothing; ``render`` and ``test-rules`` only read files; ``send-test`` sends one
+notification to one sink and records nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bot.app import Loaded, build, resources
-from bot.errors import ConfigError, RemoteError
+from bot.errors import AuthError, ConfigError, PermanentError, RemoteError
 from bot.item import Item
 from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.rules import plan
+from bot.sinks import SINKS, Notification
 from bot.sources import Feed
 from bot.yamlfile import YamlDoc, load_yaml
 
@@ -75,6 +80,40 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
         for step in (s for s in steps if s.rule == rule.name):
             what = step.payload.get("title") if step.kind == "deliver" else step.payload["args"]
             print(f"        {step.kind} {step.target}: {what!r}")
+
+
+WHAT_TO_DO = {
+    AuthError: "credentials refused: fix the token, password or URL in the sink's config",
+    PermanentError: "refused for good: check the sink's settings (room, chat, channel, address)",
+}
+
+
+async def send_test(loaded: Loaded, name: str) -> int:
+    """Send one test notification to sink ``name``; print the outcome, exit 0 when sent."""
+    config = loaded.config.sinks.get(name)
+    if config is None:
+        raise ConfigError(f"no sink {name!r}; sinks: {', '.join(loaded.config.sinks) or 'none'}")
+    label = f"sink {name} ({config.type})"
+    async with aiohttp.ClientSession() as session:
+        sink = SINKS[config.type](name, config, session)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        test = Notification(
+            id=f"send-test-{name}-{now}", rule="send-test", account="inboxbot", feed="test",
+            kind="test", item_id="", title="inboxbot test notification",
+            message=sink.escape(f"If you read this, {label} works. Sent at {now}."),
+            url=None, priority="default",
+        )  # fmt: skip
+        try:
+            await sink.start()
+            await sink.send(test)
+        except RemoteError as err:
+            hint = next((v for k, v in WHAT_TO_DO.items() if isinstance(err, k)), "")
+            print(f"{label}: not sent: {err}" + (f" ({hint})" if hint else " (try again later)"))
+            return 1
+        finally:
+            await sink.close()
+    print(f"{label}: sent")
+    return 0
 
 
 def render(renderer: Renderer, template: str, item_file: Path) -> str:

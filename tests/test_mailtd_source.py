@@ -9,6 +9,7 @@ import pytest
 
 from bot.errors import AuthError, GoneError, PermanentError, QuotaError, TransientError
 from bot.http import Limiters
+from bot.item import File
 from bot.sim.mailtd import MailTdSim, SimAccount
 from bot.sources.mailtd import MailTdAccount, MailTdSource, parse_time
 
@@ -102,6 +103,20 @@ async def test_the_detail_completes_an_item(
     assert [(a.name, a.content_type, a.size) for a in full.attachments] == [
         ("doc.pdf", "application/pdf", 10)
     ]
+
+
+async def test_files_downloads_attachments_within_the_size_cap(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
+    big, small = b"x" * 2000, b"%PDF-1.4 x"
+    sim.add_message(account, sender="a@example.com", subject="s", text_body="t",
+                    attachments=[("big.bin", "application/octet-stream", big),
+                                 ("doc.pdf", "application/pdf", small)])  # fmt: skip
+    src = source(sim, account, session)
+    (item,) = (await src.poll("messages", None)).items
+    full = await src.complete(item)
+    assert await src.files(full, 1000) == [File("doc.pdf", "application/pdf", small)]
+    assert [f.name for f in await src.files(full, 5000)] == ["big.bin", "doc.pdf"]
 
 
 async def test_an_expired_or_deleted_detail_is_gone(

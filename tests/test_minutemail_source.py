@@ -18,7 +18,7 @@ import pytest
 from bot.app import load, running
 from bot.errors import AuthError, GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import Limiters
-from bot.item import Item
+from bot.item import File, Item
 from bot.pipeline import Pipeline
 from bot.sim.minutemail import MinuteMailSim, SimKey, SimMailbox
 from bot.sim.webhook import HookReceiver
@@ -195,6 +195,7 @@ async def test_attachments_are_listed_and_downloaded_lazily(
     assert await src.attachment(item, first) == ("receipt.pdf", "application/pdf", pdf)
     assert await src.attachment(item, second) == ("data.xyz1", "application/x-thing", b"\0")
     assert len([r for r in mm.requests if "attachments" in r.path]) == 2
+    assert await src.files(item, 10) == [File("data.xyz1", "application/x-thing", b"\0")]
     mm.mail(mid).attachments.clear()
     with pytest.raises(GoneError):
         await src.attachment(item, first)

@@ -129,3 +129,27 @@ def test_bad_inputs_get_one_line(setup: Setup, capsys: pytest.CaptureFixture[str
         "state /nonexistent/dir/state.db: unable to open database file" in err
         and "Traceback" not in err
     )
+
+
+async def test_send_test_reports_success_and_the_exact_failure(setup: Setup) -> None:
+    config = str(setup.write())
+    code, out = await inboxbot("--config", config, "send-test", "hooks")
+    assert code == 0 and out.strip() == "sink hooks (webhook): sent"
+    assert setup.hook.received[0]["title"] == "inboxbot test notification"
+    setup.hook.fail(401)
+    code, out = await inboxbot("--config", config, "send-test", "hooks")
+    assert code == 1
+    assert "sink hooks (webhook): not sent: hooks: POST " in out
+    assert "HTTP 401" in out and "credentials refused" in out
+    assert setup.hook.url not in out  # the URL may hold a token
+    setup.hook.fail(503)
+    code, out = await inboxbot("--config", config, "send-test", "hooks")
+    assert code == 1 and "HTTP 503" in out and "try again later" in out
+
+
+def test_send_test_names_the_configured_sinks(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(setup.write())
+    assert main(["--config", config, "send-test", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "no sink 'nope'; sinks: hooks, screen"

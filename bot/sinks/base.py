@@ -19,7 +19,10 @@ from typing import Any, ClassVar
 import aiohttp
 
 from bot.config import SinkConfig
+from bot.item import File
 from bot.markup import ESCAPERS
+
+__all__ = ["PRIORITIES", "FeedState", "File", "Notification", "Sink"]
 
 PRIORITIES = ("min", "low", "default", "high", "urgent")
 
@@ -48,15 +51,6 @@ class Notification:
 
 
 @dataclass(frozen=True)
-class File:
-    """An item's attachment, fetched at delivery for sinks that take files."""
-
-    name: str
-    content_type: str
-    data: bytes
-
-
-@dataclass(frozen=True)
 class FeedState:
     """What a feed holds now, for sinks that show it (Home Assistant sensors)."""
 
@@ -79,6 +73,11 @@ class Sink(ABC):
         self.name = name
         self.config = config
         self.session = session
+
+    @property
+    def max_file_size(self) -> int:
+        """Bytes an attached file may have; sinks that take files read it from their config."""
+        return 0
 
     @property
     def format(self) -> str:

@@ -12,7 +12,7 @@ import aiohttp
 
 from bot.config import AccountConfig
 from bot.http import Limiters
-from bot.item import Item
+from bot.item import File, Item
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,11 @@ class Source(ABC):
 
     @abstractmethod
     async def poll(self, feed: str, cursor: str | None) -> PollResult: ...
+
+    async def files(self, item: Item, max_size: int) -> list[File]:
+        """The complete item's attachments of at most ``max_size`` bytes, downloaded now
+        (larger ones are left out); upstreams without attachments have none."""
+        return []
 
     async def listing(self, feed: str, cursor: str | None) -> PollResult:
         """``poll``, with each item marked as this upstream's (the rules' ``upstream:``)."""

@@ -26,7 +26,7 @@ from pydantic import Field, SecretStr
 from bot.config import AccountConfig, Duration
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify, digest
-from bot.item import Attachment, Item
+from bot.item import Attachment, File, Item
 from bot.sources.base import PollResult, Source
 from bot.text import find_links, html_to_text
 
@@ -143,6 +143,18 @@ class MailTdSource(Source):
             raw={**item.raw, **d},
             complete=True,
         )
+
+    async def files(self, item: Item, max_size: int) -> list[File]:
+        found = []
+        for a in item.raw.get("attachments") or ():
+            if not isinstance(a, dict) or a.get("index") is None or (a.get("size") or 0) > max_size:
+                continue
+            path = f"{self.prefix}/{quote(item.id)}/attachments/{quote(str(a['index']))}"
+            resp = await self._call("GET", path)
+            kind = resp.headers.get("Content-Type") or str(a.get("content_type") or "")
+            name = str(a.get("filename") or f"attachment-{a['index']}")
+            found.append(File(name, kind.split(";")[0] or "application/octet-stream", resp.body))
+        return [f for f in found if len(f.data) <= max_size]
 
     async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
         if action == "mark_read" and len(items) > 1:

@@ -40,7 +40,7 @@ from bot.errors import (
     TransientError,
 )
 from bot.http import HttpClient, Limiters, Response, classify, digest, retry_after
-from bot.item import Attachment, Item
+from bot.item import Attachment, File, Item
 from bot.logs import fields
 from bot.sources.base import PollResult, Source
 from bot.text import find_links, html_to_text
@@ -123,6 +123,14 @@ class MinuteMailSource(Source):
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise TransientError(f"GET {path}: no valid base64 data", service=self.name) from None
         return name, str(kind or _guess_type(name)), data
+
+    async def files(self, item: Item, max_size: int) -> list[File]:
+        found = []
+        for a in item.raw.get("attachments") or ():
+            size = a.get("sizeBytes") if _is_map(a) else None
+            if _is_map(a) and a.get("id") and (size if isinstance(size, int) else 0) <= max_size:
+                found.append(File(*await self.attachment(item, str(a["id"]))))
+        return [f for f in found if len(f.data) <= max_size]
 
     async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
         if action == "delete" and len(items) > 1:
