@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,3 +58,15 @@ def test_steps_survive_a_reopen(tmp_path: Path) -> None:
     assert again.pending_steps("act") == []  # waits for its delivery
     again.finish_step("s1-deliver", now=T)
     assert [s.id for s in again.pending_steps("act")] == ["s1-act"]
+
+
+def test_feed_summary_counts_unread_items_not_yet_marked_read(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.feed_summary("a/f") == (0, None)
+    unread = [replace(item(n), unread=True, subject=f"s{n}") for n in (1, 2, 3)]
+    store.record_poll("a/f", [*unread, replace(item(4), unread=False)], None, now=T, skip=False)
+    store.save_plan("a/f", unread[0], [step(1), step(1, "act")], now=T)
+    assert store.feed_summary("a/f")[0] == 3
+    store.finish_step("s1-act", now=T)  # mark_read done on item 1
+    count, last = store.feed_summary("a/f")
+    assert count == 2 and last is not None and last.id == "m4"
