@@ -14,7 +14,7 @@ from bot.http import Limiters
 from bot.metrics import Metrics
 from bot.pipeline import Clock, Pipeline
 from bot.render import Renderer
-from bot.rules import AccountCaps, Rule, RuleLoader
+from bot.rules import AccountCaps, Rule, RuleLoader, SinkCaps
 from bot.sinks import SINKS
 from bot.sources import SOURCES, Feed
 from bot.store import Store
@@ -46,7 +46,10 @@ def load(path: Path) -> Loaded:
     config = load_config(path, registries)
     renderer = Renderer(config.template_dirs())
     accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
-    sinks = {n: SINKS[s.type].sends_item for n, s in config.sinks.items()}
+    sinks = {
+        n: SinkCaps(s.type, SINKS[s.type].sends_item, SINKS[s.type].option_keys)
+        for n, s in config.sinks.items()
+    }
     rules = RuleLoader(renderer, accounts, sinks).load(config.rule_files())
     return Loaded(config, rules, renderer)
 

@@ -199,11 +199,20 @@ class AccountCaps:
     actions: Mapping[str, frozenset[str]]  # kind → actions
 
 
+@dataclass(frozen=True)
+class SinkCaps:
+    """What rule checking needs to know of a sink."""
+
+    type: str
+    sends_item: bool = False  # whether it sends the whole item (so needs its detail)
+    options: frozenset[str] = frozenset()  # the keys its notify `options:` may have
+
+
 @dataclass
 class RuleLoader:
     renderer: Renderer
     accounts: Mapping[str, AccountCaps]
-    sinks: Mapping[str, bool]  # sink name → whether it sends the whole item
+    sinks: Mapping[str, SinkCaps]
     errors: list[ConfigError] = field(default_factory=list)
 
     def load(self, files: Sequence[Path]) -> list[Rule]:
@@ -267,7 +276,7 @@ class RuleLoader:
                 *(a.message.fields_used for a in then if a.message),
             ]
         )
-        full_item = any(self.sinks.get(n.sink, False) for n in notify)
+        full_item = any(self.sinks[n.sink].sends_item for n in notify)
         needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
         line = doc.line(at)
         return Rule(
@@ -306,6 +315,15 @@ class RuleLoader:
             raise doc.error(
                 (*at, "sink"),
                 f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}",
+            )
+        caps = self.sinks[spec.sink]
+        unknown = sorted(set(spec.options) - caps.options)
+        if unknown:
+            takes = ", ".join(sorted(caps.options)) or "none"
+            raise doc.error(
+                (*at, "options", unknown[0]),
+                f"{dotted(at)}.options: sink {spec.sink!r} ({caps.type}) has no option "
+                f"{unknown[0]!r}; it takes: {takes}",
             )
         line = doc.line(at)
         if spec.template:

@@ -175,6 +175,22 @@ CASES = [
         3,
         "unknown sink 'pager'; configured: hooks, screen",
     ),
+    (
+        "notify option the sink does not take",
+        "rules/r.yaml",
+        "template: email}",
+        "template: email, options: {attach: true}}",
+        3,
+        "notify.0.options: sink 'screen' (console) has no option 'attach'; it takes: none",
+    ),
+    (
+        "sink format the target does not have",
+        "inboxbot.yaml",
+        "screen: {type: console}",
+        "screen: {type: console, format: html}",
+        9,
+        "sinks.screen.format: ",
+    ),
     ("rule unknown template", "rules/r.yaml", "template: email", "template: nope", 3, "nope"),
     (
         "rule impossible action",

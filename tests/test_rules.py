@@ -10,7 +10,7 @@ import yaml
 
 from bot.item import Attachment, Item
 from bot.render import Renderer
-from bot.rules import AccountCaps, Rule, RuleLoader, plan, wants_detail
+from bot.rules import AccountCaps, Rule, RuleLoader, SinkCaps, plan, wants_detail
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 ITEM = Item(
@@ -31,7 +31,14 @@ def compile_rules(tmp_path: Path, rules: list[dict[str, object]]) -> list[Rule]:
         "inbox": AccountCaps("mailtd", {"email": frozenset({"mark_read", "delete"})}),
         "other": AccountCaps("mailtd", {"email": frozenset({"mark_read", "delete"})}),
     }
-    loader = RuleLoader(Renderer([tmp_path / "t"]), caps, {"phone": False, "hooks": True})
+    loader = RuleLoader(
+        Renderer([tmp_path / "t"]),
+        caps,
+        {
+            "phone": SinkCaps("ntfy", options=frozenset({"tags"})),
+            "hooks": SinkCaps("webhook", True),
+        },
+    )
     return loader.load([tmp_path / "r.yaml"])
 
 

@@ -67,6 +67,7 @@ class Sink(ABC):
     sends_item: ClassVar[bool] = False  # whether it sends the whole item (needs its detail)
     takes_files: ClassVar[bool] = False  # whether `options: {attach: true}` means anything
     wants_feed_state: ClassVar[bool] = False  # whether it is given FeedState after polls
+    option_keys: ClassVar[frozenset[str]] = frozenset()  # what a rule's `options:` may set
     default_rate: ClassVar[str | None] = None  # the service's documented limit, e.g. "20/min"
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:

@@ -15,6 +15,7 @@ from bot.sinks.base import File, Notification, Sink
 
 class ConsoleConfig(SinkConfig):
     type: Literal["console"]
+    format: Literal["text"] = "text"
     stream: Literal["stdout", "stderr"] = "stdout"
 
 
