@@ -203,9 +203,9 @@ class AccountCaps:
 class SinkCaps:
     """What rule checking needs to know of a sink."""
 
-    type: str
+    sink_type: str
     sends_item: bool = False  # whether it sends the whole item (so needs its detail)
-    options: frozenset[str] = frozenset()  # the keys its notify `options:` may have
+    options: type[Model] = Model  # what its notify `options:` may hold
 
 
 @dataclass
@@ -316,15 +316,7 @@ class RuleLoader:
                 (*at, "sink"),
                 f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}",
             )
-        caps = self.sinks[spec.sink]
-        unknown = sorted(set(spec.options) - caps.options)
-        if unknown:
-            takes = ", ".join(sorted(caps.options)) or "none"
-            raise doc.error(
-                (*at, "options", unknown[0]),
-                f"{dotted(at)}.options: sink {spec.sink!r} ({caps.type}) has no option "
-                f"{unknown[0]!r}; it takes: {takes}",
-            )
+        self._check_options(doc, at, spec)
         line = doc.line(at)
         if spec.template:
             template = self.renderer.load(
@@ -334,6 +326,21 @@ class RuleLoader:
         title = self.renderer.inline(spec.title or "", file=doc.file, line=line)
         message = self.renderer.inline(spec.message or "", file=doc.file, line=line)
         return Notify(spec.sink, spec.priority, spec.options, title=title, message=message)
+
+    def _check_options(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> None:
+        caps = self.sinks[spec.sink]
+        try:
+            caps.options.model_validate(spec.options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = (*at, "options", *(str(p) for p in first["loc"]))
+            takes = ", ".join(sorted(caps.options.model_fields)) or "none"
+            problem = (
+                f"sink {spec.sink!r} ({caps.sink_type}) has no such option; it takes: {takes}"
+                if first["type"] == "extra_forbidden"
+                else first["msg"]
+            )
+            raise doc.error(where, f"{dotted(where)}: {problem}") from None
 
     def _extract(self, doc: YamlDoc, at: Path_, spec: ExtractSpec) -> Extract:
         try:

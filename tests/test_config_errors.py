@@ -181,7 +181,7 @@ CASES = [
         "template: email}",
         "template: email, options: {attach: true}}",
         3,
-        "notify.0.options: sink 'screen' (console) has no option 'attach'; it takes: none",
+        "notify.0.options.attach: sink 'screen' (console) has no such option; it takes: none",
     ),
     (
         "sink format the target does not have",

@@ -35,7 +35,7 @@ def compile_rules(tmp_path: Path, rules: list[dict[str, object]]) -> list[Rule]:
         Renderer([tmp_path / "t"]),
         caps,
         {
-            "phone": SinkCaps("ntfy", options=frozenset({"tags"})),
+            "phone": SinkCaps("ntfy"),
             "hooks": SinkCaps("webhook", True),
         },
     )

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from bot.config import SinkConfig
+from bot.config import Model, SinkConfig
 from bot.item import File
 from bot.markup import ESCAPERS
 
@@ -67,7 +67,7 @@ class Sink(ABC):
     sends_item: ClassVar[bool] = False  # whether it sends the whole item (needs its detail)
     takes_files: ClassVar[bool] = False  # whether `options: {attach: true}` means anything
     wants_feed_state: ClassVar[bool] = False  # whether it is given FeedState after polls
-    option_keys: ClassVar[frozenset[str]] = frozenset()  # what a rule's `options:` may set
+    options_model: ClassVar[type[Model]] = Model  # what a rule's `options:` may hold
     default_rate: ClassVar[str | None] = None  # the service's documented limit, e.g. "20/min"
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
