@@ -418,3 +418,31 @@ async def receive_until_marker(client: aiomqtt.Client) -> list[aiomqtt.Message]:
                 return got
             got.append(message)
     return got
+
+
+READ_RULES = """\
+- name: new-mail
+  when: {kind: email}
+  notify: [{sink: ha, template: email}]
+  then: [mark_read]
+"""
+
+
+async def test_the_pipeline_shows_each_polls_unread_count_and_last_item(
+    setup: Setup, broker: Mosquitto, node: str
+) -> None:
+    sinks = (f'  ha: {{type: mqtt, url: "{broker.url()}", topic: {node}/notify, node_id: {node},'
+             " timeout: 3s}\n")  # fmt: skip
+    for subject in ("first", "second"):
+        setup.sim.add_message(setup.account, sender="bob@example.com", subject=subject,
+                              text_body="x")  # fmt: skip
+    state = f"{node}/inbox_messages/state"
+    async with setup.pipeline(READ_RULES, sinks=sinks) as pipe, subscriber(broker, state) as sub:
+        await pipe.poll(FEED)  # both new and unread, nothing delivered yet
+        (got,) = await receive(sub, 1)
+        assert payload(got)["unread"] == 2
+        assert payload(got)["last"]["subject"] in ("first", "second")
+        await pipe.flush()  # delivered, then marked read
+        await pipe.poll(FEED)
+        (got,) = await receive(sub, 1)
+        assert payload(got)["unread"] == 0
