@@ -2,16 +2,22 @@
 
 from bot.sinks.base import Notification, Sink
 from bot.sinks.console import ConsoleSink
+from bot.sinks.discord import DiscordSink
 from bot.sinks.gotify import GotifySink
 from bot.sinks.mqtt import MqttSink
 from bot.sinks.ntfy import NtfySink
+from bot.sinks.slack import SlackSink
+from bot.sinks.telegram import TelegramSink
 from bot.sinks.webhook import WebhookSink
 
 SINKS: dict[str, type[Sink]] = {
     "console": ConsoleSink,
+    "discord": DiscordSink,
     "gotify": GotifySink,
     "mqtt": MqttSink,
     "ntfy": NtfySink,
+    "slack": SlackSink,
+    "telegram": TelegramSink,
     "webhook": WebhookSink,
 }
 
