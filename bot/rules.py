@@ -276,7 +276,7 @@ class RuleLoader:
                 *(a.message.fields_used for a in then if a.message),
             ]
         )
-        full_item = any(self.sinks[n.sink].sends_item for n in notify)
+        full_item = any(self.sinks[n.sink].sends_item or n.options.get("attach") for n in notify)
         needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
         line = doc.line(at)
         return Rule(

@@ -7,8 +7,10 @@ channels next to them, subscriptions with ``unread``/``alert``/``tunread``/``ls`
 ``_updatedAt`` (``subscriptions.get?updatedSince``, ``subscriptions.read``), ``dm.*`` and
 ``im.*`` (``list``, ``history`` with ``oldest``/``latest``/``inclusive``/``count`` ≤ 100 newest
 first and thread replies hidden unless ``showThreadMessages=true``, ``messages``),
-``chat.postMessage`` (also into threads), HTTP 400 ``errorType`` answers, and the default rate
-limit: 10 calls per 60 s per client IP, route and method, in a fixed window counted before the
+``chat.postMessage`` (also into threads; to ``#channel``, ``@username`` or a room id; refused
+over ``Message_MaxAllowedSize``, 5,000 UTF-16 units by default, as ``processWebhookMessage``
+checks it; accepted bodies kept in ``posted``), HTTP 400 ``errorType`` answers, and the default
+rate limit: 10 calls per 60 s per client IP, route and method, in a fixed window counted before the
 check, with ``X-RateLimit-Limit/-Remaining/-Reset`` (epoch ms) and the 429 body. On top: queued
 faults, a "down" switch, a request log and an unauthenticated ``/_sim/`` control API.
 
@@ -225,6 +227,8 @@ class RocketChatSim(SimServer):
         super().__init__(clock)
         self.version = version
         self.rate_limit, self.rate_period = rate_limit, rate_period
+        self.max_message_size = 5000  # Message_MaxAllowedSize
+        self.posted: list[dict[str, Any]] = []  # accepted chat.postMessage bodies
         self.users: dict[str, SimUser] = {}
         self.rooms: dict[str, SimRoom] = {}
         self.subscriptions: dict[tuple[str, str], SimSubscription] = {}  # (rid, uid)
@@ -627,7 +631,10 @@ class RocketChatSim(SimServer):
         if tmid is not None and not self._in_room(str(tmid), room):
             raise _bad("invalid-params", "Invalid thread message id")
         text = str(body.get("text") or "")
+        if len(text.encode("utf-16-le")) // 2 > self.max_message_size:  # JavaScript's length
+            raise _bad("error-message-size-exceeded", "Message size exceeds Message_MaxAllowedSize")
         msg = self.add_message(room, user, text, tmid=str(tmid) if tmid else None)
+        self.posted.append(body)
         stamp = int(msg.ts.timestamp() * 1000)
         return _ok({"ts": stamp, "channel": target, "message": msg.json()})
 

@@ -6,7 +6,9 @@ from bot.sinks.discord import DiscordSink
 from bot.sinks.gotify import GotifySink
 from bot.sinks.mqtt import MqttSink
 from bot.sinks.ntfy import NtfySink
+from bot.sinks.rocketchat import RocketChatSink
 from bot.sinks.slack import SlackSink
+from bot.sinks.smtp import SmtpSink
 from bot.sinks.telegram import TelegramSink
 from bot.sinks.webhook import WebhookSink
 
@@ -16,7 +18,9 @@ SINKS: dict[str, type[Sink]] = {
     "gotify": GotifySink,
     "mqtt": MqttSink,
     "ntfy": NtfySink,
+    "rocketchat": RocketChatSink,
     "slack": SlackSink,
+    "smtp": SmtpSink,
     "telegram": TelegramSink,
     "webhook": WebhookSink,
 }
