@@ -23,6 +23,7 @@ async def inboxbot(config: Path, *args: str) -> asyncio.subprocess.Process:
         sys.executable, "-m", "bot", "--config", str(config), *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "INBOXBOT_LOG_LEVEL": "info", "INBOXBOT_LISTEN": ""},
+        cwd=config.parent,  # the default state file is ./state.db
     )  # fmt: skip
 
 

@@ -41,7 +41,7 @@ class Daemon:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "--config", str(self.config), "run",
-                stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env, cwd=self.config.parent,
             )  # fmt: skip
 
     def received(self) -> list[str]:

@@ -59,6 +59,7 @@ async def once(setup: Setup, env: dict[str, str]) -> tuple[int, bytes]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(setup.tmp / "inboxbot.yaml"), "once",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
+        cwd=setup.tmp,
     )  # fmt: skip
     _, err = await proc.communicate()
     return proc.returncode or 0, err
