@@ -4,6 +4,7 @@ from bot.sinks.base import Notification, Sink
 from bot.sinks.console import ConsoleSink
 from bot.sinks.discord import DiscordSink
 from bot.sinks.gotify import GotifySink
+from bot.sinks.matrix import MatrixSink
 from bot.sinks.mqtt import MqttSink
 from bot.sinks.ntfy import NtfySink
 from bot.sinks.rocketchat import RocketChatSink
@@ -16,6 +17,7 @@ SINKS: dict[str, type[Sink]] = {
     "console": ConsoleSink,
     "discord": DiscordSink,
     "gotify": GotifySink,
+    "matrix": MatrixSink,
     "mqtt": MqttSink,
     "ntfy": NtfySink,
     "rocketchat": RocketChatSink,
