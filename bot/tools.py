@@ -83,7 +83,7 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
 
 
 WHAT_TO_DO = {
-    AuthError: "credentials refused: fix the token, password or URL in the sink's config",
+    AuthError: "credentials refused: fix the sink's configuration",
     PermanentError: "refused for good: check the sink's settings (room, chat, channel, address)",
 }
 
@@ -108,7 +108,9 @@ async def send_test(loaded: Loaded, name: str) -> int:
             await sink.send(test)
         except RemoteError as err:
             hint = next((v for k, v in WHAT_TO_DO.items() if isinstance(err, k)), "")
-            print(f"{label}: not sent: {err}" + (f" ({hint})" if hint else " (try again later)"))
+            print(
+                f"{label}: not sent: {err} ({hint or 'the target is down or busy; try again later'})"
+            )
             return 1
         finally:
             await sink.close()
