@@ -82,6 +82,7 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
             print(f"        {step.kind} {step.target}: {what!r}")
 
 
+BUSY = "the target is down or busy; try again later"
 WHAT_TO_DO = {
     AuthError: "credentials refused: fix the sink's configuration",
     PermanentError: "refused for good: check the sink's settings (room, chat, channel, address)",
@@ -107,10 +108,8 @@ async def send_test(loaded: Loaded, name: str) -> int:
             await sink.start()
             await sink.send(test)
         except RemoteError as err:
-            hint = next((v for k, v in WHAT_TO_DO.items() if isinstance(err, k)), "")
-            print(
-                f"{label}: not sent: {err} ({hint or 'the target is down or busy; try again later'})"
-            )
+            hint = next((v for k, v in WHAT_TO_DO.items() if isinstance(err, k)), BUSY)
+            print(f"{label}: not sent: {err} ({hint})")
             return 1
         finally:
             await sink.close()
