@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from bot.errors import RemoteError
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, sink_rate
+from bot.sinks import SINKS
 from bot.sources import Feed
 from tests.conftest import DEFAULT_RULES, Setup
 
@@ -357,3 +358,24 @@ async def test_item_content_is_escaped_for_the_sinks_format(setup: Setup) -> Non
     body = setup.hook.received[0]
     assert body["title"] == "*urgent* <b>@here</b>"  # titles are plain text
     assert body["message"] == r"**markdown:** \*urgent\* \<b\>@here\</b\>"
+
+
+async def test_a_sinks_rate_delays_its_notifications_and_drops_none(setup: Setup) -> None:
+    ids = [mail(setup, f"mail {i}") for i in range(5)]
+    sink = f'  slow: {{type: webhook, url: "{setup.hook.url}", rate: 2/s}}\n'
+    rules = DEFAULT_RULES.replace("sink: hooks", "sink: slow")
+    async with setup.pipeline(rules, sinks=sink) as pipe:
+        await pipe.poll(FEED)
+        started = time.monotonic()
+        await pipe.flush()
+        took = time.monotonic() - started
+    assert sorted(b["item_id"] for b in setup.hook.received) == sorted(ids)
+    assert took >= 1.0  # five sends at 2/s: the third waits for the first second to pass
+
+
+def test_sinks_default_to_their_services_documented_rate(setup: Setup) -> None:
+    slack = SINKS["slack"]
+    config = slack.config_model.model_validate({"type": "slack", "url": "https://h.example/x"})
+    assert sink_rate(slack("sl", config, None)) == (1, 1.0)  # type: ignore[arg-type]
+    mine = config.model_copy(update={"rate": (5, 60.0)})
+    assert sink_rate(slack("sl", mine, None)) == (5, 60.0)  # type: ignore[arg-type]
