@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -59,6 +61,17 @@ def parse_rate(value: Any) -> Any:
 
 
 Rate = Annotated[tuple[int, float], BeforeValidator(parse_rate)]
+
+
+def parse_http_url(value: Any) -> Any:
+    """A service's address as a person writes it: http(s), a host, no query; no final ``/``."""
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ValueError(f"{value!r} is not a server's address; write e.g. https://example.org")
+    return str(value).rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(parse_http_url)]
 
 
 class Model(BaseModel):

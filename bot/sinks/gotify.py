@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError
 
-from bot.config import Model, SinkConfig
+from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError
 from bot.http import HttpClient, Response, classify
 from bot.markup import fit, fit_bytes
@@ -37,16 +37,9 @@ TITLE_LIMIT = 250  # characters; a title is one line on every Gotify client
 
 class GotifyConfig(SinkConfig):
     type: Literal["gotify"]
-    url: str
+    url: HttpUrl
     token: SecretStr
     format: Literal["text", "markdown"] = "text"
-
-    @field_validator("url")
-    @classmethod
-    def _server(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or "?" in url:
-            raise ValueError("write the server's address, e.g. https://gotify.example.org")
-        return url
 
 
 class GotifyOptions(Model):

@@ -42,7 +42,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import SecretStr, field_validator
 
-from bot.config import Model, SinkConfig
+from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import escape_html
@@ -59,17 +59,10 @@ _ACCOUNT_CODES = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_LOCKED", "M_USER
 
 class MatrixConfig(SinkConfig):
     type: Literal["matrix"]
-    homeserver: str
+    homeserver: HttpUrl
     token: SecretStr
     room: str
     format: Literal["html", "text"] = "html"
-
-    @field_validator("homeserver")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"https?://[^/\s]+", url):
-            raise ValueError(f"{url!r} is not an http(s) URL, e.g. https://matrix.example.org")
-        return url.rstrip("/")
 
     @field_validator("room")
     @classmethod

@@ -29,12 +29,11 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
-from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from bot.config import SinkConfig
+from bot.config import HttpUrl, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.sinks.base import File, Notification, Sink
@@ -92,20 +91,12 @@ def reset_delay(reset: float, now: float) -> float:
 
 class RocketChatConfig(SinkConfig):
     type: Literal["rocketchat"]
-    base_url: str
+    base_url: HttpUrl
     user_id: str = Field(min_length=1)
     token: SecretStr
     channel: str = Field(pattern=r"^[#@][^\s#@]+$")
     format: Literal["markdown", "text"] = "markdown"
     max_length: int = Field(MESSAGE_LIMIT, ge=100)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("write the server's address, e.g. https://chat.example.org")
-        return url
 
 
 class RocketChatSink(Sink):

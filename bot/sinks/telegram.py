@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Literal
 import aiohttp
 from pydantic import SecretStr, field_validator
 
-from bot.config import Model, SinkConfig
+from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import escape_html
@@ -59,7 +59,7 @@ class TelegramConfig(SinkConfig):
     type: Literal["telegram"]
     token: SecretStr
     chat_id: str
-    base_url: str = "https://api.telegram.org"
+    base_url: HttpUrl = "https://api.telegram.org"
     long_messages: Literal["split", "truncate"] = "split"
     format: Literal["html", "markdown", "text"] = "html"
 

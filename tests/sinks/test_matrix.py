@@ -316,7 +316,7 @@ def test_html_is_never_cut_inside_a_tag_or_an_entity() -> None:
 def test_the_config_refuses_what_is_not_a_room_or_url() -> None:
     with pytest.raises(ValueError, match="neither a room id"):
         MatrixConfig(type="matrix", homeserver="https://m.org", token="t", room="inbox")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="not an http"):
+    with pytest.raises(ValueError, match="not a server.s address"):
         MatrixConfig(type="matrix", homeserver="m.org", token="t", room="!a:m.org")  # type: ignore[arg-type]
 
 
