@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,8 +14,9 @@ from bot.sim.gotify import GotifySim, SimApp
 from bot.sinks.base import Notification
 from bot.sinks.gotify import MESSAGE_LIMIT, GotifyConfig, GotifySink
 from tests.conftest import Setup
+from tests.sinks.shared import deliver_round
 from tests.sinks.test_ntfy import INJECTION, unescaped
-from tests.test_pipeline import cycle, mail
+from tests.test_pipeline import mail
 
 
 @pytest.fixture
@@ -244,15 +244,11 @@ async def test_an_outage_keeps_the_notification_until_gotify_is_back(
     gotify.set_down(True)
     async with setup.pipeline(RULE, sinks=sink) as pipe:
         for hours in range(1, 7):
-            await cycle(pipe)
-            later = time.time() + hours * 7200
-            pipe.clock.time = lambda later=later: later  # type: ignore[method-assign]
+            await deliver_round(pipe, hours)
         assert gotify.received == [] and pipe.store.outbox_depth() == 1
         gotify.set_down(False)
         for hours in range(7, 10):
-            await cycle(pipe)
-            later = time.time() + hours * 7200
-            pipe.clock.time = lambda later=later: later  # type: ignore[method-assign]
+            await deliver_round(pipe, hours)
         assert pipe.store.outbox_depth() == 0
     assert [(m["title"], m["priority"]) for m in gotify.messages()] == [("during the outage", 10)]
     assert sum(1 for r in gotify.requests if r.status == 503) >= 6

@@ -4,11 +4,9 @@ against a tiny stub for the answers Synapse cannot be made to give on demand."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -17,7 +15,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.errors import AuthError, PermanentError, TransientError
-from bot.pipeline import Pipeline
 from bot.sinks.base import Notification
 from bot.sinks.matrix import (
     BODY_LIMIT,
@@ -27,10 +24,10 @@ from bot.sinks.matrix import (
     fit_html,
     json_size,
 )
-from bot.sources import Feed
 from tests.conftest import Setup
 from tests.servers import synapse as synapse_server
 from tests.servers.synapse import MatrixUser, Synapse
+from tests.sinks.shared import deliver_round
 
 INJECTION = "*bold* _x_ <b>x</b> @here @room @all bob [link](http://evil) `code`"
 PARTIAL = re.compile(r"<[^>]*$|&[#\w]*$")  # half a tag or entity at the end
@@ -316,26 +313,18 @@ def test_html_is_never_cut_inside_a_tag_or_an_entity() -> None:
 def test_the_config_refuses_what_is_not_a_room_or_url() -> None:
     with pytest.raises(ValueError, match="neither a room id"):
         MatrixConfig(type="matrix", homeserver="https://m.org", token="t", room="inbox")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="not a server.s address"):
+    with pytest.raises(ValueError, match="not a server's address"):
         MatrixConfig(type="matrix", homeserver="m.org", token="t", room="!a:m.org")  # type: ignore[arg-type]
 
 
 # --- the pipeline: an outage longer than the retry schedule ------------------------------
 
 
-FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
 TO_MATRIX = """\
 - name: to-matrix
   when: {kind: email}
   notify: [{sink: mx, template: email}]
 """
-
-
-async def deliver_round(pipe: Pipeline, hours: int) -> None:
-    later = time.time() + hours * 7200  # past any backoff (capped at 1 h)
-    pipe.clock.time = lambda: later  # type: ignore[method-assign]
-    await pipe.poll(FEED)
-    await pipe.flush()
 
 
 async def test_an_outage_keeps_the_notification_until_the_homeserver_is_back(

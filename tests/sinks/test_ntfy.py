@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,8 @@ from bot.sim.ntfy import NtfySim
 from bot.sinks.base import Notification
 from bot.sinks.ntfy import JSON_LIMIT, MESSAGE_LIMIT, NtfyConfig, NtfySink
 from tests.conftest import Setup
-from tests.test_pipeline import cycle, mail
+from tests.sinks.shared import deliver_round
+from tests.test_pipeline import mail
 
 TOPIC = "alice-inbox"
 PASSWORD = "correct horse battery staple"
@@ -315,15 +315,11 @@ async def test_an_outage_keeps_the_notification_until_ntfy_is_back(
     ntfy.set_down(True)
     async with setup.pipeline(RULE, sinks=sink) as pipe:
         for hours in range(1, 7):
-            await cycle(pipe)
-            later = time.time() + hours * 7200
-            pipe.clock.time = lambda later=later: later  # type: ignore[method-assign]
+            await deliver_round(pipe, hours)
         assert ntfy.received == [] and pipe.store.outbox_depth() == 1
         ntfy.set_down(False)
         for hours in range(7, 10):
-            await cycle(pipe)
-            later = time.time() + hours * 7200
-            pipe.clock.time = lambda later=later: later  # type: ignore[method-assign]
+            await deliver_round(pipe, hours)
         assert pipe.store.outbox_depth() == 0
     assert [(m["title"], m["priority"]) for m in ntfy.messages()] == [("during the outage", 4)]
     assert sum(1 for r in ntfy.requests if r.status == 503) >= 6

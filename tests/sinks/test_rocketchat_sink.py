@@ -4,9 +4,7 @@ the posts read back, escaping, the size limit, the rate limit, errors, an outage
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from bot.errors import AuthError, PermanentError, TransientError
-from bot.pipeline import Pipeline
 from bot.sim.rocketchat import RocketChatSim, SimUser
 from bot.sinks.base import Notification
 from bot.sinks.rocketchat import (
@@ -24,8 +21,8 @@ from bot.sinks.rocketchat import (
     reset_delay,
     units,
 )
-from bot.sources import Feed
 from tests.conftest import Setup
+from tests.sinks.shared import deliver_round
 
 T0 = 1_700_000_000.0
 TOKEN = "pat-5ecret-Tok3n-do-not-show"
@@ -229,19 +226,11 @@ def test_the_config() -> None:
 
 # --- the pipeline: an outage longer than the retry schedule ---------------------------
 
-FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
 TO_ROCKETCHAT = """\
 - name: to-chat
   when: {kind: email}
   notify: [{sink: rc, template: email}]
 """
-
-
-async def deliver_round(pipe: Pipeline, hours: int) -> None:
-    later = time.time() + hours * 7200  # past any backoff (capped at 1 h)
-    pipe.clock.time = lambda: later  # type: ignore[method-assign]
-    await pipe.poll(FEED)
-    await pipe.flush()
 
 
 async def test_an_outage_keeps_the_notification_until_the_server_is_back(

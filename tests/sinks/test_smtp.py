@@ -9,10 +9,8 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,11 +24,10 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from bot.errors import AuthError, PermanentError, TransientError
 from bot.item import File
-from bot.pipeline import Pipeline
 from bot.sinks.base import Notification
 from bot.sinks.smtp import SmtpConfig, SmtpSink
-from bot.sources import Feed
 from tests.conftest import Setup
+from tests.sinks.shared import FEED, deliver_round
 
 PASSWORD = "s3cret-smtp-pass"
 INJECTION = "*bold* _x_ <b>x</b> @here @all [link](http://evil) `code`"
@@ -350,19 +347,11 @@ def test_the_config() -> None:
 
 # --- the pipeline: an outage longer than the retry schedule ---------------------------
 
-FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
 TO_MAIL = """\
 - name: to-mail
   when: {kind: email}
   notify: [{sink: mail, template: email}]
 """
-
-
-async def deliver_round(pipe: Pipeline, hours: int) -> None:
-    later = time.time() + hours * 7200  # past any backoff (capped at 1 h)
-    pipe.clock.time = lambda: later  # type: ignore[method-assign]
-    await pipe.poll(FEED)
-    await pipe.flush()
 
 
 async def test_an_outage_keeps_the_mail_until_the_server_is_back(setup: Setup) -> None:
