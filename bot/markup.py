@@ -33,6 +33,12 @@ def escape_html(text: str) -> str:
     return html.escape(text, quote=True)
 
 
+def line_breaks(html: str) -> str:
+    """A message written line by line (as templates for every target are) kept in lines
+    where HTML would run them together."""
+    return html.replace("\n", "<br>")
+
+
 ESCAPERS: dict[str, Escaper] = {"text": plain, "markdown": escape_markdown, "html": escape_html}
 
 

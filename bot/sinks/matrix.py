@@ -45,7 +45,7 @@ from pydantic import SecretStr, field_validator
 from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
-from bot.markup import escape_html
+from bot.markup import escape_html, line_breaks
 from bot.sinks.base import File, Notification, Sink
 from bot.text import html_to_text
 
@@ -174,7 +174,7 @@ def to_html(title: str, message: str, url: str | None) -> str:
     head = escape_html(title)
     if url:
         head = f'<a href="{escape_html(url)}">{head}</a>'
-    return f"<b>{head}</b>" + (f"<br>{message.replace(chr(10), '<br>')}" if message else "")
+    return f"<b>{head}</b>" + (f"<br>{line_breaks(message)}" if message else "")
 
 
 def with_url(text: str, url: str | None) -> str:

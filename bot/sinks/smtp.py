@@ -56,7 +56,7 @@ from pydantic import (
 from bot.config import Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.logs import fields
-from bot.markup import escape_html
+from bot.markup import escape_html, line_breaks
 from bot.sinks.base import File, Notification, Sink
 from bot.text import html_to_text
 
@@ -186,7 +186,7 @@ class SmtpSink(Sink):
         msg["X-Priority"], msg["Importance"] = PRIORITY.get(n.priority, PRIORITY["default"])
         attached, left_out = self._fit(n, files)
         note = self._note(left_out)
-        text = html_to_text(n.message) if self.format == "html" else n.message
+        text = html_to_text(line_breaks(n.message)) if self.format == "html" else n.message
         msg.set_content("\n\n".join(p for p in (text, n.url or "", note) if p) + "\n")
         if self.format == "html":
             msg.add_alternative(self._html(n, note), subtype="html")
@@ -221,7 +221,7 @@ class SmtpSink(Sink):
         return f"Not attached (limit {_size(self.max_file_size)}): {', '.join(left_out)}"
 
     def _html(self, n: Notification, note: str) -> str:
-        parts = [n.message]
+        parts = [line_breaks(n.message)]
         if n.url:
             url = escape_html(n.url)
             parts.append(f'<p><a href="{url}">{url}</a></p>')

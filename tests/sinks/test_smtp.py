@@ -403,3 +403,14 @@ async def test_attach_true_sends_the_mails_attachments_through_the_pipeline(setu
     got = {a.get_filename(): a.get_payload(decode=True) for a in mail.iter_attachments()}
     assert got == {"invoice.pdf": b"%PDF-1.4 tiny"}
     assert "Not attached (limit 100 B): big.bin (500 B)" in parts(mail)[0]
+
+
+async def test_a_message_written_in_lines_keeps_them_in_both_parts(
+    session: aiohttp.ClientSession,
+) -> None:
+    box = Mailbox()
+    async with smtpd(box) as port:
+        await make_sink(session, port).send(note(message="Code: 123456\nfrom &lt;bob&gt;"))
+    text, html = parts(box.mails[0])
+    assert text == "Code: 123456\nfrom <bob>\n"
+    assert html is not None and "Code: 123456<br>from &lt;bob&gt;" in html
