@@ -197,6 +197,11 @@ class HttpClient:
                 return Response(method, shown, resp.status, resp.headers, body)
         except TimeoutError:
             raise TransientError(f"{method} {shown}: timed out", service=self.service) from None
+        except aiohttp.ClientConnectorError as err:  # the host is no secret; the path may be
+            reason = (
+                f"cannot connect to {err.host}:{err.port} ({err.strerror or type(err).__name__})"
+            )
+            raise TransientError(f"{method} {shown}: {reason}", service=self.service) from None
         except aiohttp.ClientError as err:
             reason = type(err).__name__
             raise TransientError(f"{method} {shown}: {reason}", service=self.service) from None
