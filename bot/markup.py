@@ -56,18 +56,3 @@ def fit_bytes(text: str, limit: int, *, end: str = "…", encoding: str = "utf-8
         return text
     room = max(0, limit - len(end.encode(encoding)))
     return data[:room].decode(encoding, errors="ignore").rstrip() + end
-
-
-def split(text: str, limit: int) -> list[str]:
-    """Pieces of at most ``limit`` characters, cut at the last newline (or space) that
-    keeps a piece at least half full."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", limit // 2, limit + 1)
-        if cut < 0:
-            cut = text.rfind(" ", limit // 2, limit + 1)
-        if cut < 0:
-            cut = limit
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip("\n ")
-    return [*pieces, text] if text or not pieces else pieces

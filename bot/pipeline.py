@@ -146,10 +146,8 @@ class Pipeline:
         if not showing:
             return
         unread, last = self.store.feed_summary(feed.key)
-        source = self.sources[feed.account]
-        kind = source.feed_kinds.get(feed.name, feed.name)
         summary = {k: v for k, v in last.to_json().items() if k in LAST_FIELDS} if last else None
-        state = FeedState(feed.account, feed.name, kind, unread, summary)
+        state = FeedState(feed.account, feed.name, unread, summary)
         for sink in showing:
             try:
                 await sink.feed_state([state])
@@ -309,9 +307,11 @@ class Pipeline:
     async def _files(self, step: StepRecord, max_size: int) -> list[File]:
         """The item's attachments when the rule asks (``options: {attach: true}``); an
         upstream that no longer has them leaves them out."""
+        if not step.payload["options"].get("attach"):
+            return []
         item = self.store.item(step.feed, step.item_id)
         source = self.sources.get(item.account) if item else None
-        if not step.payload["options"].get("attach") or item is None or source is None:
+        if item is None or source is None:
             return []
         try:
             item = await source.complete(item)

@@ -34,7 +34,7 @@ from markupsafe import Markup
 
 from bot.errors import ConfigError, RenderError
 from bot.item import Item
-from bot.markup import Escaper
+from bot.markup import Escaper, escape_markdown
 from bot.text import find_links, html_to_text
 
 ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item) if f.name != "complete") | {"age"}
@@ -42,7 +42,6 @@ BLOCKS = ("title", "message")
 ESCAPE = "inboxbot escape"  # a context key no template can assign: the sink's escaper
 _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
-_MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*[\s/>]")
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
 
@@ -67,7 +66,7 @@ def truncate(value: object, length: int = 200, end: str = "…") -> str:
 
 def md_escape(value: object) -> str:
     """Backslash every Markdown special, so content cannot change the formatting."""
-    return "" if value is None else _MD_SPECIALS.sub(r"\\\1", str(value))
+    return "" if value is None else escape_markdown(str(value))
 
 
 def links(value: str | None) -> list[str]:

@@ -22,9 +22,7 @@ from bot.config import Model, SinkConfig
 from bot.item import File
 from bot.markup import ESCAPERS
 
-__all__ = ["PRIORITIES", "FeedState", "File", "Notification", "Sink"]
-
-PRIORITIES = ("min", "low", "default", "high", "urgent")
+__all__ = ["FeedState", "File", "Notification", "Sink"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,6 @@ class FeedState:
 
     account: str
     feed: str
-    kind: str
     unread: int  # items seen unread and not since marked read or deleted by inboxbot
     last: Mapping[str, Any] | None  # the newest item's id, subject, sender, created_at, url
 

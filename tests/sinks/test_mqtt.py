@@ -259,8 +259,8 @@ async def test_discovery_gives_a_retained_sensor_per_feed_for_a_late_subscriber(
 ) -> None:
     sink = make_sink(broker.url())
     await sink.start()
-    await sink.feed_state([FeedState("inbox", "messages", "email", 2, LAST),
-                           FeedState("furry", "dmails", "dmail", 0, None)])  # fmt: skip
+    await sink.feed_state([FeedState("inbox", "messages", 2, LAST),
+                           FeedState("furry", "dmails", 0, None)])  # fmt: skip
     async with subscriber(broker, f"homeassistant/sensor/{node}/+/config", f"{node}/#") as sub:
         got = {str(m.topic): m for m in await receive(sub, 5)}  # 2 configs, 2 states, status
     assert all(m.retain for m in got.values())
@@ -281,7 +281,7 @@ async def test_discovery_gives_a_retained_sensor_per_feed_for_a_late_subscriber(
 
 
 def test_object_ids_are_sanitised_for_topics_and_entity_ids() -> None:
-    state = FeedState("Alice.Mail", "dm ails/x+#", "email", 1, None)
+    state = FeedState("Alice.Mail", "dm ails/x+#", 1, None)
     config = MqttConfig.model_validate({"type": "mqtt", "url": "mqtt://b", "node_id": "In-Box"})
     assert object_id(state) == "Alice_Mail_dm_ails_x__"
     sensor = sensor_config(config, state)
@@ -355,7 +355,7 @@ async def test_a_broker_restart_loses_no_notification(
 ) -> None:
     sink = make_sink(broker.url())
     await sink.start()
-    await sink.feed_state([FeedState("inbox", "messages", "email", 1, LAST)])
+    await sink.feed_state([FeedState("inbox", "messages", 1, LAST)])
     broker.stop()
     with pytest.raises(TransientError):  # the pipeline keeps it in the outbox
         await sink.send(notification(id="while-down"))
