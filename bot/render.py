@@ -28,7 +28,7 @@ from jinja2 import (
     pass_context,
 )
 from jinja2.environment import TemplateExpression
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
@@ -99,6 +99,15 @@ def escape_output(context: Context, value: object) -> object:
     if escape is None or isinstance(value, Markup):
         return value
     return escape(str(value))
+
+
+class TemplateEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, where what a macro returns counts as template text: its outputs were
+    escaped inside it, and escaping them again would show entities and backslashes."""
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        result = super().call(context, obj, *args, **kwargs)
+        return Markup(result) if isinstance(obj, Macro) and isinstance(result, str) else result
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
@@ -226,7 +235,7 @@ class Renderer:
     def __init__(self, template_dirs: Sequence[Path]) -> None:
         self._dirs = list(template_dirs)
         self._loader = FileSystemLoader(self._dirs)
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = TemplateEnvironment(
             loader=self._loader,
             undefined=StrictUndefined,
             autoescape=False,

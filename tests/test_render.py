@@ -381,3 +381,12 @@ def test_safe_marks_output_the_template_vouches_for(renderer: Renderer) -> None:
     template = renderer.inline("{{ '<i>' | safe }}{{ item.subject }}{{ '</i>' | safe }}")
     ctx = context(renderer, make_item(subject="<b>"))
     assert template.render(ctx, escape_html) == "<i>&lt;b&gt;</i>"
+
+
+def test_a_macros_output_is_escaped_once(renderer: Renderer) -> None:
+    template = renderer.inline(
+        "{% macro em(x) %}<i>{{ x }}</i>{% endmacro %}{{ em(item.subject) }}"
+    )
+    ctx = context(renderer, make_item(subject="<b>"))
+    assert template.render(ctx, escape_html) == "<i>&lt;b&gt;</i>"
+    assert template.render(ctx) == "<i><b></i>"
