@@ -27,7 +27,9 @@ EXIT_CONFIG = 2
 
 DESCRIPTION = """\
 Polls inboxes that cannot push (e621, Mail.td, MinuteMail, Rocket.Chat), applies your
-YAML rules to each new item and sends notifications, or acts on the item.
+YAML rules to each new item and sends notifications (ntfy, Gotify, Telegram, Matrix,
+Rocket.Chat, Discord, Slack, e-mail, MQTT with Home Assistant discovery, webhooks, the
+console), or acts on the item. `send-test SINK` tries one target.
 
 The configuration file comes from --config or INBOXBOT_CONFIG (default ./inboxbot.yaml).
 Other settings: INBOXBOT_STATE, INBOXBOT_LOG_LEVEL, INBOXBOT_LOG_FORMAT (text|json),
