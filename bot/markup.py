@@ -39,6 +39,12 @@ def line_breaks(html: str) -> str:
     return html.replace("\n", "<br>")
 
 
+def hard_breaks(markdown: str) -> str:
+    """A message written line by line kept in lines where Markdown would join them: a
+    single newline is only a soft break there (a blank line, a paragraph, stays)."""
+    return re.sub(r"(?<![\n ])\n(?!\n)", "  \n", markdown)
+
+
 ESCAPERS: dict[str, Escaper] = {"text": plain, "markdown": escape_markdown, "html": escape_html}
 
 

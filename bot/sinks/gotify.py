@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr, ValidationError
 from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError
 from bot.http import HttpClient, Response, classify
-from bot.markup import fit, fit_bytes
+from bot.markup import fit, fit_bytes, hard_breaks
 from bot.sinks.base import File, Notification, Sink
 
 PRIORITY = {"min": 1, "low": 3, "default": 5, "high": 8, "urgent": 10}
@@ -76,6 +76,8 @@ class GotifySink(Sink):
         title, message = fit(n.title, TITLE_LIMIT), n.message
         if not message.strip():  # Gotify refuses an empty message; it shows the app's name
             title, message = "", self.escape(title)  # as the title when there is none
+        if self.format == "markdown":
+            message = hard_breaks(message)
         content_type = "text/markdown" if self.format == "markdown" else "text/plain"
         extras: dict[str, Any] = {"client::display": {"contentType": content_type}}
         notification: dict[str, Any] = {}

@@ -30,7 +30,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from bot.config import Model, SinkConfig
 from bot.errors import AuthError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
-from bot.markup import fit, fit_bytes
+from bot.markup import fit, fit_bytes, hard_breaks
 from bot.sinks.base import File, Notification, Sink
 
 TOPIC = re.compile(r"[-_A-Za-z0-9]{1,64}")
@@ -145,6 +145,8 @@ class NtfySink(Sink):
         title, message = fit(n.title, TITLE_LIMIT), n.message
         if not message.strip():  # ntfy would show "triggered": the title says more
             title, message = "", self.escape(title)
+        if self.format == "markdown":
+            message = hard_breaks(message)
         payload: dict[str, Any] = {
             "topic": self.topic,
             "title": title,

@@ -252,3 +252,14 @@ async def test_an_outage_keeps_the_notification_until_gotify_is_back(
         assert pipe.store.outbox_depth() == 0
     assert [(m["title"], m["priority"]) for m in gotify.messages()] == [("during the outage", 10)]
     assert sum(1 for r in gotify.requests if r.status == 503) >= 6
+
+
+async def test_markdown_keeps_a_templates_lines(
+    gotify: GotifySim, app: SimApp, session: aiohttp.ClientSession
+) -> None:
+    sink = make_sink(gotify, session, app.token, format="markdown")
+    await sink.send(note(sink, message="line one\nline two"))
+    assert gotify.messages()[0]["message"] == "line one  \nline two"
+    text = make_sink(gotify, session, app.token)
+    await text.send(note(text, message="line one\nline two"))
+    assert gotify.messages()[1]["message"] == "line one\nline two"

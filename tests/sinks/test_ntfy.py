@@ -323,3 +323,12 @@ async def test_an_outage_keeps_the_notification_until_ntfy_is_back(
         assert pipe.store.outbox_depth() == 0
     assert [(m["title"], m["priority"]) for m in ntfy.messages()] == [("during the outage", 4)]
     assert sum(1 for r in ntfy.requests if r.status == 503) >= 6
+
+
+async def test_markdown_keeps_a_templates_lines(
+    ntfy: NtfySim, session: aiohttp.ClientSession, token: str
+) -> None:
+    sink = make_sink(ntfy, session, token=token, format="markdown")
+    await sink.send(note(sink, message="**Code** 123456\nfrom bob\n\nsecond paragraph"))
+    (shown,) = ntfy.messages()
+    assert shown["message"] == "**Code** 123456  \nfrom bob\n\nsecond paragraph"
