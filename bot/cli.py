@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
                 "template", help="template name (in the configured folders) or file.j2"
             )
             sub.add_argument("--item", type=Path, required=True, help="JSON file of an item")
+            sub.add_argument("--sink", help="as this sink gets it: its format, escaped for it")
         if name == "test-rules":
             sub.add_argument("cases", type=Path, help="YAML file of rule tests")
         if name == "send-test":
@@ -128,6 +129,9 @@ def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
     try:
         if args.command == "explain":
             return asyncio.run(tools.explain(loaded, args.feed))
+        if args.command == "render" and args.sink:
+            print(asyncio.run(tools.render_for(loaded, args.template, args.item, args.sink)))
+            return 0
         if args.command == "render":
             print(tools.render(loaded.renderer, args.template, args.item))
             return 0

@@ -18,12 +18,13 @@ from typing import Any
 import aiohttp
 
 from bot.app import Loaded, build, resources
+from bot.config import SinkConfig
 from bot.errors import AuthError, ConfigError, PermanentError, RemoteError
 from bot.item import Item
 from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.rules import plan
-from bot.sinks import SINKS, Notification
+from bot.sinks import SINKS, Notification, Sink
 from bot.sources import Feed
 from bot.yamlfile import YamlDoc, load_yaml
 
@@ -89,11 +90,16 @@ WHAT_TO_DO = {
 }
 
 
-async def send_test(loaded: Loaded, name: str) -> int:
-    """Send one test notification to sink ``name``; print the outcome, exit 0 when sent."""
+def sink_config(loaded: Loaded, name: str) -> SinkConfig:
     config = loaded.config.sinks.get(name)
     if config is None:
         raise ConfigError(f"no sink {name!r}; sinks: {', '.join(loaded.config.sinks) or 'none'}")
+    return config
+
+
+async def send_test(loaded: Loaded, name: str) -> int:
+    """Send one test notification to sink ``name``; print the outcome, exit 0 when sent."""
+    config = sink_config(loaded, name)
     label = f"sink {name} ({config.type})"
     async with aiohttp.ClientSession() as session:
         sink = SINKS[config.type](name, config, session)
@@ -117,7 +123,15 @@ async def send_test(loaded: Loaded, name: str) -> int:
     return 0
 
 
-def render(renderer: Renderer, template: str, item_file: Path) -> str:
+async def render_for(loaded: Loaded, template: str, item_file: Path, name: str) -> str:
+    """``render`` as sink ``name`` gets it: in its format, item values escaped for it."""
+    config = sink_config(loaded, name)
+    async with aiohttp.ClientSession() as session:  # unused: the sink only escapes here
+        sink = SINKS[config.type](name, config, session)
+        return render(loaded.renderer, template, item_file, sink)
+
+
+def render(renderer: Renderer, template: str, item_file: Path, sink: Sink | None = None) -> str:
     """``template`` (a name in the template folders, or a .j2 file) applied to an item."""
     try:
         data = json.loads(item_file.read_text(encoding="utf-8"))
@@ -129,7 +143,8 @@ def render(renderer: Renderer, template: str, item_file: Path) -> str:
         renderer, template = Renderer([path.parent]), path.stem
     named = renderer.load(template)
     context = renderer.context(item, now=datetime.now(UTC), rule="render", extract={})
-    title, message = named.render(context)
+    context["format"] = sink.format if sink else "text"
+    title, message = named.render(context, sink.escape if sink else None)
     return f"{title}\n\n{message}"
 
 

@@ -78,6 +78,17 @@ def test_render_a_template_for_an_item(setup: Setup, capsys: pytest.CaptureFixtu
     assert "unknown item fields ['colour']" in capsys.readouterr().err
 
 
+def test_render_as_a_sink_gets_it(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    sink = f'  md: {{type: webhook, url: "{setup.hook.url}", format: markdown}}\n'
+    config = str(setup.write(RULES, sinks=sink))
+    item = setup.tmp / "item.json"
+    item.write_text(json.dumps({"subject": "*Hi*", "text": "<b>@here</b>"}))
+    assert main(["--config", config, "render", "email", "--item", str(item), "--sink", "md"]) == 0
+    assert capsys.readouterr().out == "*Hi*\n\n\\<b\\>@here\\</b\\>\n"
+    assert main(["--config", config, "render", "email", "--item", str(item), "--sink", "no"]) == 2
+    assert capsys.readouterr().err.strip() == "no sink 'no'; sinks: hooks, screen, md"
+
+
 CASES = """\
 - name: a code
   item: {subject: "Your code", text: "Use 654321"}
