@@ -1,11 +1,14 @@
-"""What the targets' pipeline tests share: one feed, and a deliver round hours later."""
+"""What the targets' tests share: a notification as rendered for a sink, one feed, and a
+deliver round hours later."""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 from bot.pipeline import Pipeline
+from bot.sinks import Notification, Sink
 from bot.sources import Feed
 
 FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
@@ -19,3 +22,14 @@ async def deliver_round(pipe: Pipeline, hours: int) -> None:
     pipe.clock.time = lambda: later  # type: ignore[method-assign]
     await pipe.poll(FEED)
     await pipe.flush()
+
+
+def rendered(sink: Sink, prefix: str, content: str, **changes: Any) -> Notification:
+    """A notification as the renderer makes one for ``sink``: the template's ``prefix``
+    as written, then item ``content`` escaped by the sink (unless ``message`` is given)."""
+    fields: dict[str, Any] = {
+        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
+        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
+        "message": prefix + sink.escape(content),
+    }  # fmt: skip
+    return Notification(**(fields | changes))

@@ -14,6 +14,7 @@ from bot.sim.discord import DiscordSim, SimWebhook, pings
 from bot.sinks.base import Notification
 from bot.sinks.discord import ZWSP, DiscordConfig, DiscordSink
 from tests.conftest import Setup
+from tests.sinks.shared import rendered
 from tests.test_pipeline import cycle, mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @everyone @all <@123> <@&456> [link](http://evil) `code` ~~s~~ ||sp|| # h"
@@ -35,14 +36,7 @@ def make_sink(dc: DiscordSim, session: aiohttp.ClientSession, url: str, **keys: 
 
 
 def note(sink: DiscordSink, content: str = "bob", **kwargs: Any) -> Notification:
-    """A notification whose message is rendered as the renderer would."""
-    fields: dict[str, Any] = {
-        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
-        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
-    }  # fmt: skip
-    fields.update(kwargs)
-    fields.setdefault("message", f"**From:** {sink.escape(content)}")
-    return Notification(**fields)
+    return rendered(sink, "**From:** ", content, **kwargs)
 
 
 async def test_a_message_is_posted_as_content_without_pings_or_previews(

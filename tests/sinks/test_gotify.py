@@ -14,7 +14,7 @@ from bot.sim.gotify import GotifySim, SimApp
 from bot.sinks.base import Notification
 from bot.sinks.gotify import MESSAGE_LIMIT, GotifyConfig, GotifySink
 from tests.conftest import Setup
-from tests.sinks.shared import deliver_round
+from tests.sinks.shared import deliver_round, rendered
 from tests.sinks.test_ntfy import INJECTION, unescaped
 from tests.test_pipeline import mail
 
@@ -38,16 +38,9 @@ def make_sink(
 
 
 def note(sink: GotifySink, content: str = "bob@example.com", **kwargs: Any) -> Notification:
-    """A notification whose message is rendered as the renderer would: template text with
-    the item content escaped by the sink."""
-    fields: dict[str, Any] = {
-        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
-        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
-    }  # fmt: skip
-    fields.update(kwargs)
-    template = "**From:** " if sink.format == "markdown" else "From: "
-    fields.setdefault("message", template + sink.escape(content))
-    return Notification(**fields)
+    return rendered(
+        sink, "**From:** " if sink.format == "markdown" else "From: ", content, **kwargs
+    )
 
 
 async def test_a_notification_is_posted_as_gotify_documents(

@@ -16,7 +16,7 @@ from bot.sim.ntfy import NtfySim
 from bot.sinks.base import Notification
 from bot.sinks.ntfy import JSON_LIMIT, MESSAGE_LIMIT, NtfyConfig, NtfySink
 from tests.conftest import Setup
-from tests.sinks.shared import deliver_round
+from tests.sinks.shared import deliver_round, rendered
 from tests.test_pipeline import mail
 
 TOPIC = "alice-inbox"
@@ -44,16 +44,9 @@ def make_sink(ntfy: NtfySim, session: aiohttp.ClientSession, **keys: Any) -> Ntf
 
 
 def note(sink: NtfySink, content: str = "bob@example.com", **kwargs: Any) -> Notification:
-    """A notification whose message is rendered as the renderer would: template text with
-    the item content escaped by the sink."""
-    fields: dict[str, Any] = {
-        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
-        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
-    }  # fmt: skip
-    fields.update(kwargs)
-    template = "**From:** " if sink.format == "markdown" else "From: "
-    fields.setdefault("message", template + sink.escape(content))
-    return Notification(**fields)
+    return rendered(
+        sink, "**From:** " if sink.format == "markdown" else "From: ", content, **kwargs
+    )
 
 
 def unescaped(text: str) -> list[str]:

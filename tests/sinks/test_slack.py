@@ -14,6 +14,7 @@ from bot.sim.slack import SimWebhook, SlackSim, formatted
 from bot.sinks.base import Notification
 from bot.sinks.slack import ZWSP, SlackConfig, SlackSink
 from tests.conftest import Setup
+from tests.sinks.shared import rendered
 from tests.test_pipeline import cycle, mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @all <!here> <@U123> <http://evil|link> [link](http://evil) `code` ~s~ a & b"
@@ -35,14 +36,7 @@ def make_sink(session: aiohttp.ClientSession, url: str, **keys: Any) -> SlackSin
 
 
 def note(sink: SlackSink, content: str = "bob", **kwargs: Any) -> Notification:
-    """A notification whose message is rendered as the renderer would."""
-    fields: dict[str, Any] = {
-        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
-        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
-    }  # fmt: skip
-    fields.update(kwargs)
-    fields.setdefault("message", f"_From:_ {sink.escape(content)}")
-    return Notification(**fields)
+    return rendered(sink, "_From:_ ", content, **kwargs)
 
 
 async def test_a_message_is_posted_as_mrkdwn_without_unfurling(

@@ -14,6 +14,7 @@ from bot.sim.telegram import TelegramSim, parse
 from bot.sinks.base import Notification
 from bot.sinks.telegram import LIMIT, TelegramConfig, TelegramSink, split_message
 from tests.conftest import Setup
+from tests.sinks.shared import rendered
 from tests.test_pipeline import cycle, mail
 
 CHAT = "123456789"
@@ -48,15 +49,7 @@ def make_sink(
 
 
 def note(sink: TelegramSink, content: str = "hello", **kwargs: Any) -> Notification:
-    """A notification whose message is rendered as the renderer would: template text with
-    the item content escaped by the sink."""
-    fields: dict[str, Any] = {
-        "id": "n1", "rule": "r", "account": "inbox", "feed": "messages", "kind": "email",
-        "item_id": "m1", "title": "New mail", "url": None, "priority": "default",
-    }  # fmt: skip
-    fields.update(kwargs)
-    fields.setdefault("message", f"From: {sink.escape(content)}")
-    return Notification(**fields)
+    return rendered(sink, "From: ", content, **kwargs)
 
 
 async def test_a_message_is_sent_as_the_bot_api_documents(
