@@ -4,6 +4,7 @@ deliver round hours later."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -33,3 +34,16 @@ def rendered(sink: Sink, prefix: str, content: str, **changes: Any) -> Notificat
         "message": prefix + sink.escape(content),
     }  # fmt: skip
     return Notification(**(fields | changes))
+
+
+async def through_an_outage(pipe: Pipeline, set_down: Callable[[bool], None]) -> None:
+    """The target down for six deliver rounds (beyond the retry schedule: the notification
+    waits in the outbox), then up for three (it goes out)."""
+    set_down(True)
+    for hours in range(1, 7):
+        await deliver_round(pipe, hours)
+    assert pipe.store.outbox_depth() == 1, "the notification left the outbox during the outage"
+    set_down(False)
+    for hours in range(7, 10):
+        await deliver_round(pipe, hours)
+    assert pipe.store.outbox_depth() == 0, "the notification did not go out after the outage"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +13,8 @@ from bot.sim.discord import DiscordSim, SimWebhook, pings
 from bot.sinks.base import Notification
 from bot.sinks.discord import ZWSP, DiscordConfig, DiscordSink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered
-from tests.test_pipeline import cycle, mail
+from tests.sinks.shared import rendered, through_an_outage
+from tests.test_pipeline import mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @everyone @all <@123> <@&456> [link](http://evil) `code` ~~s~~ ||sp|| # h"
 
@@ -195,17 +194,9 @@ async def test_an_outage_keeps_the_notification_until_discord_is_back(
     setup: Setup, dc: DiscordSim, webhook: SimWebhook
 ) -> None:
     mail(setup, "during the outage")
-    dc.set_down(True)
     # rate: the service's default rate would make the retries wait in real time
     sink = f'  dc: {{type: discord, url: "{dc.url(webhook)}", rate: 100/s}}\n'
     async with setup.pipeline(RULE, sinks=sink) as pipe:
-        await cycle(pipe)  # polled, planned, first delivery refused
-        for hours in range(1, 9):  # hours apart: every retry of the backoff schedule is due
-            pipe.clock.time = lambda hours=hours: time.time() + hours * 7200  # type: ignore[method-assign]
-            if hours == 6:
-                assert dc.messages == [] and pipe.store.outbox_depth() == 1
-                dc.set_down(False)
-            await pipe.flush()
-        assert pipe.store.outbox_depth() == 0
+        await through_an_outage(pipe, dc.set_down)
     assert [m.content.splitlines()[0] for m in dc.messages] == ["**during the outage**"]
     assert [r.status for r in dc.requests] == [503] * 6 + [200]

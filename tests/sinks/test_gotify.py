@@ -14,7 +14,7 @@ from bot.sim.gotify import GotifySim, SimApp
 from bot.sinks.base import Notification
 from bot.sinks.gotify import MESSAGE_LIMIT, GotifyConfig, GotifySink
 from tests.conftest import Setup
-from tests.sinks.shared import deliver_round, rendered
+from tests.sinks.shared import rendered, through_an_outage
 from tests.sinks.test_ntfy import INJECTION, unescaped
 from tests.test_pipeline import mail
 
@@ -234,15 +234,8 @@ async def test_an_outage_keeps_the_notification_until_gotify_is_back(
 ) -> None:
     mail(setup, "during the outage")
     sink = f'  gotify: {{type: gotify, url: "{gotify.base_url}", token: "{app.token}"}}\n'
-    gotify.set_down(True)
     async with setup.pipeline(RULE, sinks=sink) as pipe:
-        for hours in range(1, 7):
-            await deliver_round(pipe, hours)
-        assert gotify.received == [] and pipe.store.outbox_depth() == 1
-        gotify.set_down(False)
-        for hours in range(7, 10):
-            await deliver_round(pipe, hours)
-        assert pipe.store.outbox_depth() == 0
+        await through_an_outage(pipe, gotify.set_down)
     assert [(m["title"], m["priority"]) for m in gotify.messages()] == [("during the outage", 10)]
     assert sum(1 for r in gotify.requests if r.status == 503) >= 6
 

@@ -16,7 +16,7 @@ from bot.sim.ntfy import NtfySim
 from bot.sinks.base import Notification
 from bot.sinks.ntfy import JSON_LIMIT, MESSAGE_LIMIT, NtfyConfig, NtfySink
 from tests.conftest import Setup
-from tests.sinks.shared import deliver_round, rendered
+from tests.sinks.shared import rendered, through_an_outage
 from tests.test_pipeline import mail
 
 TOPIC = "alice-inbox"
@@ -305,15 +305,8 @@ async def test_an_outage_keeps_the_notification_until_ntfy_is_back(
 ) -> None:
     mail(setup, "during the outage")
     sink = f'  phone: {{type: ntfy, url: "{ntfy.base_url}/{TOPIC}", token: "{token}"}}\n'
-    ntfy.set_down(True)
     async with setup.pipeline(RULE, sinks=sink) as pipe:
-        for hours in range(1, 7):
-            await deliver_round(pipe, hours)
-        assert ntfy.received == [] and pipe.store.outbox_depth() == 1
-        ntfy.set_down(False)
-        for hours in range(7, 10):
-            await deliver_round(pipe, hours)
-        assert pipe.store.outbox_depth() == 0
+        await through_an_outage(pipe, ntfy.set_down)
     assert [(m["title"], m["priority"]) for m in ntfy.messages()] == [("during the outage", 4)]
     assert sum(1 for r in ntfy.requests if r.status == 503) >= 6
 

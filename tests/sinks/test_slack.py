@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +13,8 @@ from bot.sim.slack import SimWebhook, SlackSim, formatted
 from bot.sinks.base import Notification
 from bot.sinks.slack import ZWSP, SlackConfig, SlackSink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered
-from tests.test_pipeline import cycle, mail
+from tests.sinks.shared import rendered, through_an_outage
+from tests.test_pipeline import mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @all <!here> <@U123> <http://evil|link> [link](http://evil) `code` ~s~ a & b"
 
@@ -187,17 +186,9 @@ async def test_an_outage_keeps_the_notification_until_slack_is_back(
     setup: Setup, sl: SlackSim, webhook: SimWebhook
 ) -> None:
     mail(setup, "during the outage")
-    sl.set_down(True)
     # rate: the service's default rate would make the retries wait in real time
     sink = f'  sl: {{type: slack, url: "{sl.url(webhook)}", rate: 100/s}}\n'
     async with setup.pipeline(RULE, sinks=sink) as pipe:
-        await cycle(pipe)  # polled, planned, first delivery refused
-        for hours in range(1, 9):  # hours apart: every retry of the backoff schedule is due
-            pipe.clock.time = lambda hours=hours: time.time() + hours * 7200  # type: ignore[method-assign]
-            if hours == 6:
-                assert sl.messages == [] and pipe.store.outbox_depth() == 1
-                sl.set_down(False)
-            await pipe.flush()
-        assert pipe.store.outbox_depth() == 0
+        await through_an_outage(pipe, sl.set_down)
     assert [m.text.splitlines()[0] for m in sl.messages] == ["*during the outage*"]
     assert [r.status for r in sl.requests] == [503] * 6 + [200]

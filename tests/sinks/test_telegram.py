@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +13,8 @@ from bot.sim.telegram import TelegramSim, parse
 from bot.sinks.base import Notification
 from bot.sinks.telegram import LIMIT, TelegramConfig, TelegramSink, split_message
 from tests.conftest import Setup
-from tests.sinks.shared import rendered
-from tests.test_pipeline import cycle, mail
+from tests.sinks.shared import rendered, through_an_outage
+from tests.test_pipeline import mail
 
 CHAT = "123456789"
 INJECTION = (
@@ -275,15 +274,7 @@ async def test_an_outage_keeps_the_notification_until_telegram_is_back(
     mail(setup, "during the outage")
     # rate: the service's default rate would make the retries wait in real time
     sink = f'  tg: {{type: telegram, token: "{token}", chat_id: "{CHAT}", base_url: "{tg.base_url}", rate: 100/s}}\n'
-    tg.set_down(True)
     async with setup.pipeline(RULE, sinks=sink) as pipe:
-        await cycle(pipe)  # polled, planned, first delivery refused
-        for hours in range(1, 9):  # hours apart: every retry of the backoff schedule is due
-            pipe.clock.time = lambda hours=hours: time.time() + hours * 7200  # type: ignore[method-assign]
-            if hours == 6:
-                assert tg.messages == [] and pipe.store.outbox_depth() == 1
-                tg.set_down(False)
-            await pipe.flush()
-        assert pipe.store.outbox_depth() == 0
+        await through_an_outage(pipe, tg.set_down)
     assert [m.text.splitlines()[0] for m in tg.messages] == ["during the outage"]
     assert [r.status for r in tg.requests] == [503] * 6 + [200]
