@@ -279,7 +279,7 @@ class Pipeline:
     async def _send(self, sink: Sink, step: StepRecord) -> bool:
         key = f"sink {sink.name}"
         try:
-            files = await self._files(step, sink.max_file_size) if sink.takes_files else []
+            files = await self._files(step, sink.max_file_size) if sink.max_file_size else []
             await sink.send(Notification(**step.payload), files)
         except (TransientError, AuthError) as err:
             self.metrics.notifications.labels(sink.name, "retry").inc()

@@ -14,15 +14,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
+from pydantic import ValidationError
 
 from bot.config import Model, SinkConfig
+from bot.errors import PermanentError
 from bot.item import File
 from bot.markup import ESCAPERS
 
-__all__ = ["FeedState", "File", "Notification", "Sink"]
+__all__ = ["FeedState", "File", "Notification", "Sink", "read_options"]
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,21 @@ class FeedState:
     last: Mapping[str, Any] | None  # the newest item's id, subject, sender, created_at, url
 
 
+def read_options(model: type[M], notification: Notification, service: str) -> M:
+    """A notification's ``options:`` as the sink's model. ``check`` validated them; a
+    notification queued before the model changed is refused for good."""
+    try:
+        return model.model_validate(dict(notification.options))
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in ("options", *first["loc"]))
+        raise PermanentError(f"{where}: {first['msg']}", service=service) from None
+
+
 class Sink(ABC):
     type_name: ClassVar[str]
     config_model: ClassVar[type[SinkConfig]]
     sends_item: ClassVar[bool] = False  # whether it sends the whole item (needs its detail)
-    takes_files: ClassVar[bool] = False  # whether `options: {attach: true}` means anything
     wants_feed_state: ClassVar[bool] = False  # whether it is given FeedState after polls
     options_model: ClassVar[type[Model]] = Model  # what a rule's `options:` may hold
     default_rate: ClassVar[str | None] = None  # the service's documented limit, e.g. "20/min"
@@ -74,7 +88,7 @@ class Sink(ABC):
 
     @property
     def max_file_size(self) -> int:
-        """Bytes an attached file may have; sinks that take files read it from their config."""
+        """Bytes of attached files a notification may carry; 0: the sink sends no files."""
         return 0
 
     @property

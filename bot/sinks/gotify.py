@@ -16,17 +16,17 @@ it. Markdown and the click URL travel in Gotify's ``extras`` (``client::display`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
 from bot.config import HttpUrl, Model, SinkConfig
-from bot.errors import AuthError, PermanentError, RemoteError
+from bot.errors import AuthError, RemoteError
 from bot.http import HttpClient, Response, classify
 from bot.markup import fit, fit_bytes, hard_breaks
-from bot.sinks.base import File, Notification, Sink
+from bot.sinks.base import File, Notification, Sink, read_options
 
 PRIORITY = {"min": 1, "low": 3, "default": 5, "high": 8, "urgent": 10}
 # Gotify itself sets no limit, but with MySQL it keeps a message in a TEXT column:
@@ -72,7 +72,7 @@ class GotifySink(Sink):
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """Gotify's message body for ``n``."""
-        options = self._options(n.options)
+        options = read_options(GotifyOptions, n, self.name)
         title, message = fit(n.title, TITLE_LIMIT), n.message
         if not message.strip():  # Gotify refuses an empty message; it shows the app's name
             title, message = "", self.escape(title)  # as the title when there is none
@@ -93,14 +93,6 @@ class GotifySink(Sink):
             "priority": PRIORITY.get(n.priority, 5),
             "extras": extras,
         }
-
-    def _options(self, options: Mapping[str, Any]) -> GotifyOptions:
-        try:
-            return GotifyOptions.model_validate(dict(options))
-        except ValidationError as err:
-            first = err.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in ("options", *first["loc"]))
-            raise PermanentError(f"{where}: {first['msg']}", service=self.name) from None
 
     def _error(self, resp: Response) -> RemoteError:
         said = _description(resp)

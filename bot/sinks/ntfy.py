@@ -25,13 +25,13 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bot.config import Model, SinkConfig
-from bot.errors import AuthError, PermanentError, QuotaError, RemoteError, TransientError
+from bot.errors import AuthError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import fit, fit_bytes, hard_breaks
-from bot.sinks.base import File, Notification, Sink
+from bot.sinks.base import File, Notification, Sink, read_options
 
 TOPIC = re.compile(r"[-_A-Za-z0-9]{1,64}")
 PRIORITY = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5}
@@ -141,7 +141,7 @@ class NtfySink(Sink):
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """ntfy's JSON publish body for ``n``, within its message and body limits."""
-        options = self._options(n.options)
+        options = read_options(NtfyOptions, n, self.name)
         title, message = fit(n.title, TITLE_LIMIT), n.message
         if not message.strip():  # ntfy would show "triggered": the title says more
             title, message = "", self.escape(title)
@@ -165,14 +165,6 @@ class NtfySink(Sink):
             # Each byte cut saves at least one encoded byte: one more cut is enough.
             payload["message"] = _cut(payload["message"], max(0, size - over))
         return payload
-
-    def _options(self, options: Mapping[str, Any]) -> NtfyOptions:
-        try:
-            return NtfyOptions.model_validate(dict(options))
-        except ValidationError as err:
-            first = err.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in ("options", *first["loc"]))
-            raise PermanentError(f"{where}: {first['msg']}", service=self.name) from None
 
     def _error(self, resp: Response) -> RemoteError:
         code, text = _ntfy_error(resp)

@@ -137,7 +137,6 @@ class SmtpSink(Sink):
     type_name = "smtp"
     config_model = SmtpConfig
     options_model = SmtpOptions
-    takes_files = True
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
