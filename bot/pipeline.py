@@ -95,6 +95,7 @@ class Pipeline:
         self._delivering = asyncio.Lock()
         self._acting = asyncio.Lock()
         self._resting: dict[str, tuple[int, float]] = {}  # feed → (failures in a row, until)
+        self._shown: dict[tuple[str, str], FeedState] = {}  # (sink, feed) → state it shows
         self.last_success: dict[str, float] = {}  # feed → time of its last good poll
         self._sink_limits = {
             name: RateLimiter(*rate, margin=0.0)
@@ -141,7 +142,8 @@ class Pipeline:
         return added
 
     async def show_state(self, feed: Feed) -> None:
-        """Give sinks that show feeds (Home Assistant sensors) the feed's state."""
+        """Give sinks that show feeds (Home Assistant sensors) the feed's state when it
+        changed."""
         showing = [sink for sink in self.sinks.values() if sink.wants_feed_state]
         if not showing:
             return
@@ -149,10 +151,14 @@ class Pipeline:
         summary = {k: v for k, v in last.to_json().items() if k in LAST_FIELDS} if last else None
         state = FeedState(feed.account, feed.name, unread, summary)
         for sink in showing:
+            if self._shown.get((sink.name, feed.key)) == state:
+                continue  # unchanged: the sink shows it already (and again after reconnecting)
             try:
                 await sink.feed_state([state])
             except RemoteError as err:  # shown again after the next poll
                 log.debug("feed state not shown", extra=fields(sink=sink.name, error=str(err)))
+            else:
+                self._shown[sink.name, feed.key] = state
 
     async def plan_new(self, feed: Feed) -> None:
         """Plan every stored item of ``feed`` not planned yet (also those a crash left), each
