@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import urllib.error
 import urllib.request
@@ -17,13 +18,17 @@ from bot import __version__, tools
 from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors, RenderError
-from bot.logs import setup_logging
+from bot.lock import StateInUse, state_lock
+from bot.logs import fields, setup_logging
 from bot.sentry import Scrubber, init_sentry, secret_values
 from bot.settings import Settings
 from bot.store import StoreError
 from bot.systemd import Notifier
 
 EXIT_CONFIG = 2
+SHOWN = 20  # feeds named in the start line; a big configuration is summed up
+
+log = logging.getLogger("inboxbot")
 
 DESCRIPTION = """\
 Polls inboxes that cannot push (e621, Mail.td, MinuteMail, Rocket.Chat), applies your
@@ -51,25 +56,43 @@ COMMANDS = {
 }
 
 
+GLOBAL_FLAGS = ("config", "state", "log_level", "log_format", "listen")
+
+
+def global_options(default: object = None) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name."""
+    g = argparse.ArgumentParser(add_help=False, argument_default=default)
+    g.add_argument("-c", "--config", type=Path, help="configuration file (INBOXBOT_CONFIG)")
+    g.add_argument("--state", type=Path, help="state database (INBOXBOT_STATE)")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    g.add_argument("--log-format", choices=["text", "json"])
+    g.add_argument("--listen", help="health and metrics address host:port (INBOXBOT_LISTEN)")
+    return g
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="inboxbot",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[global_options()],
     )
     p.add_argument("--version", action="version", version=f"inboxbot {__version__}")
-    p.add_argument("-c", "--config", type=Path, help="configuration file (INBOXBOT_CONFIG)")
-    p.add_argument("--state", type=Path, help="state database (INBOXBOT_STATE)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["text", "json"])
-    p.add_argument("--listen", help="health and metrics address host:port (INBOXBOT_LISTEN)")
+    # after the command, an option left out must not overwrite one given before it
+    after = [global_options(argparse.SUPPRESS)]
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in COMMANDS.items():
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=after)
         if name == "demo":
             sub.add_argument("--duration", type=float, help="stop by itself after SECONDS")
         if name == "explain":
             sub.add_argument("--feed", help="only this feed (ACCOUNT/FEED) or account")
+        if name == "once":
+            sub.add_argument(
+                "--grace", type=float, default=30.0, metavar="SECONDS",
+                help="keep delivering while retries fall due within SECONDS (default 30; 0: "
+                "exit after one pass)",
+            )  # fmt: skip
         if name == "render":
             sub.add_argument(
                 "template", help="template name (in the configured folders) or file.j2"
@@ -83,15 +106,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    flags = {k: getattr(args, k) for k in ("config", "state", "log_level", "log_format", "listen")}
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Flags over INBOXBOT_* variables; an error names the flag when a flag was given."""
+    flags = {k: getattr(args, k) for k in GLOBAL_FLAGS if getattr(args, k, None) is not None}
     try:
-        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+        return Settings(**flags)
     except ValidationError as err:
         first = err.errors()[0]
-        print(f"settings: INBOXBOT_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
-        return EXIT_CONFIG
+        key = str(first["loc"][0])
+        name = f"--{key.replace('_', '-')}" if key in flags else f"INBOXBOT_{key.upper()}"
+        raise SettingsError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_for(args)
     except SettingsError as err:
         print(f"settings: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -117,10 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
     try:
-        return asyncio.run(serve(loaded, settings, args.command == "once", scrubber))
+        return asyncio.run(serve(loaded, settings, args, scrubber))
+    except StateInUse as err:
+        print(f"inboxbot: {err}", file=sys.stderr)
+        return 1
     except StoreError as err:
         print(
-            f"inboxbot: {err} (set --state or INBOXBOT_STATE to a writable file)", file=sys.stderr
+            f"inboxbot: {err} (set --state or INBOXBOT_STATE to a writable file)",
+            file=sys.stderr,
         )
         return 1
 
@@ -152,22 +186,38 @@ def summary(loaded: Loaded) -> str:
     return f"{feeds} feeds, {rules} rules, {len(loaded.config.sinks)} sinks"
 
 
-async def serve(loaded: Loaded, settings: Settings, one_pass: bool, scrubber: Scrubber) -> int:
-    state = settings.state_path(loaded.config.state)
-    if one_pass:
-        async with running(loaded, state) as pipeline:
-            return 1 if await once(pipeline, loaded.feeds()) else 0
-    async with resources(state) as res:
-        daemon = Daemon(
-            loaded, res, config_path=settings.config, stop_timeout=settings.stop_timeout,
-            listen=settings.listen, notifier=Notifier(), scrubber=scrubber,
-        )  # fmt: skip
-        try:
-            await daemon.run()
-        except OSError as err:
-            print(f"inboxbot: cannot listen on {settings.listen}: {err.strerror}", file=sys.stderr)
-            return 1
+async def serve(loaded: Loaded, settings: Settings, args: argparse.Namespace,
+                scrubber: Scrubber) -> int:  # fmt: skip
+    state = settings.state_path(loaded.config.state_file())
+    with state_lock(state):
+        log_start(loaded, settings, state)
+        if args.command == "once":
+            async with running(loaded, state) as pipeline:
+                return await once(pipeline, loaded.feeds(), grace=args.grace)
+        async with resources(state) as res:
+            daemon = Daemon(
+                loaded, res, config_path=settings.config, stop_timeout=settings.stop_timeout,
+                listen=settings.listen, notifier=Notifier(), scrubber=scrubber,
+            )  # fmt: skip
+            try:
+                await daemon.run()
+            except OSError as err:
+                print(f"inboxbot: cannot listen on {settings.listen}: {err.strerror}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
     return 0
+
+
+def log_start(loaded: Loaded, settings: Settings, state: Path) -> None:
+    """One line that says what this run works on: a wrong path shows at once."""
+    feeds = [f"{f.key}@{f.every.total_seconds():g}s" for f in loaded.feeds()]
+    shown = feeds[:SHOWN] + ([f"…{len(feeds) - SHOWN} more"] if len(feeds) > SHOWN else [])
+    sinks = [f"{name}({s.type})" for name, s in loaded.config.sinks.items()]
+    log.info("starting", extra=fields(
+        config=settings.config.resolve(), state=state.resolve(),
+        state_new=not state.exists() or state.stat().st_size == 0,
+        listen=settings.listen or "off", feeds=",".join(shown), sinks=",".join(sinks),
+    ))  # fmt: skip
 
 
 def healthcheck(listen: str) -> int:

@@ -139,7 +139,15 @@ class Config(Model):
         return files
 
     def template_dirs(self) -> list[Path]:
-        return [self._base_dir / d for d in self.templates]
+        """The folders named by ``templates:``; the default folder only where it exists."""
+        folders = [self._base_dir / d for d in self.templates]
+        if "templates" in self.model_fields_set:
+            return folders
+        return [d for d in folders if d.is_dir()]
+
+    def state_file(self) -> Path | None:
+        """``state:``, relative to the config file like every other path in it."""
+        return self._base_dir / self.state if self.state else None
 
     def unknown_alert_sink(self, doc: YamlDoc) -> list[ConfigError]:
         if self.alerts_to is None or self.alerts_to in self.sinks:
@@ -152,11 +160,13 @@ class Config(Model):
         ]
 
     def missing_files(self, doc: YamlDoc) -> list[ConfigError]:
-        """A rules pattern that names no file, a templates folder that does not exist."""
+        """A rules pattern that names no file, a templates folder that does not exist; a
+        default (``rules/*.yaml``, ``templates``) the user did not write may be missing."""
+        named = "rules" in self.model_fields_set
         errors = [
             doc.error(("rules", i), f"rules: {p!r} names no file")
             for i, p in enumerate(self.rules)
-            if not [f for f in self.rule_files(p) if f.is_file()]
+            if named and not [f for f in self.rule_files(p) if f.is_file()]
         ]
         errors += [
             doc.error(("templates", i), f"templates: {d} is not a folder")

@@ -243,8 +243,11 @@ class Daemon:
         return problems
 
 
-async def once(pipeline: Pipeline, feeds: list[Feed]) -> int:
-    """Poll every feed once, deliver and act; the number of feeds that failed."""
+async def once(pipeline: Pipeline, feeds: list[Feed], *, grace: float = 0.0) -> int:
+    """Poll every feed once, deliver and act; go on delivering while a retry falls due
+    within ``grace`` seconds. The exit code: 1 when a feed failed or notifications are
+    left queued or failed, else 0."""
+    started = pipeline.clock.time()
     results = await asyncio.gather(*(pipeline.poll(f) for f in feeds), return_exceptions=True)
     failed = 0
     for feed, result in zip(feeds, results, strict=True):
@@ -253,4 +256,22 @@ async def once(pipeline: Pipeline, feeds: list[Feed]) -> int:
             if not isinstance(result, RemoteError):
                 log.error("poll crashed", extra=fields(feed=feed.key, error=repr(result)))
     await pipeline.flush()
-    return failed
+    deadline = pipeline.clock.time() + grace
+    while (due := next_delivery(pipeline)) is not None and due <= deadline:
+        await asyncio.sleep(max(0.05, due - pipeline.clock.time()))
+        await pipeline.flush()
+    queued = sum(1 for s in pipeline.store.pending_steps("deliver"))
+    refused = pipeline.store.deliveries_failed(since=started)
+    if failed or queued or refused:
+        log.error("once: work left", extra=fields(feeds_failed=failed, queued=queued,
+                                                  failed=refused))  # fmt: skip
+    return 1 if failed or queued or refused else 0
+
+
+def next_delivery(pipeline: Pipeline) -> float | None:
+    """When the earliest sink's queue can go on: each sink waits for its oldest step."""
+    heads: dict[str, float] = {}
+    for step in pipeline.store.pending_steps("deliver"):
+        if step.target in pipeline.sinks:
+            heads.setdefault(step.target, step.due_at)
+    return min(heads.values(), default=None)

@@ -8,6 +8,7 @@ are planned, steps not done yet are retried.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -61,6 +62,7 @@ class Clock:
 
 
 LAST_FIELDS = ("id", "subject", "sender", "created_at", "url")
+UNRENDERED = "unrendered"  # the payload key of a step whose template failed: its notify index
 
 
 def backoff(attempts: int, hint: float | None) -> float:
@@ -215,46 +217,58 @@ class Pipeline:
 
     def _render(self, match: Match, item: Item, now: datetime) -> list[NewStep]:
         ctx = self.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
-        try:
-            return [self._new_step(step, match, item, ctx, now) for step in match.steps]
-        except RenderError as err:
-            log.error(
-                "render failed", extra=fields(rule=match.rule.name, item=item.id, error=str(err))
-            )
-            return []
+        return [self._new_step(step, match.extract, item, ctx, now) for step in match.steps]
 
     def _new_step(
-        self, step: Step, match: Match, item: Item, ctx: dict[str, Any], now: datetime
-    ) -> NewStep:
-        due = now.timestamp()
+        self, step: Step, extract: Mapping[str, str], item: Item, ctx: dict[str, Any],
+        now: datetime,
+    ) -> NewStep:  # fmt: skip
+        """The step as the outbox keeps it. One that cannot be rendered is kept as failed,
+        with its error: visible in ``inboxbot outbox``, rendered again by ``retry``."""
+        due = now.timestamp() + (step.action.after.total_seconds() if step.action and
+                                 step.action.after else 0.0)  # fmt: skip
+        try:
+            payload = self._payload(step, extract, item, ctx)
+        except RenderError as err:
+            log.error("render failed", extra=fields(rule=step.rule, item=item.id, error=str(err)))
+            payload = {UNRENDERED: step.index}
+            return NewStep(step.id, step.rule, step.kind, step.target, payload, due, str(err))
+        return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
+
+    def _payload(
+        self, step: Step, extract: Mapping[str, str], item: Item, ctx: dict[str, Any]
+    ) -> dict[str, Any]:
         if step.notify is not None:
             n = step.notify
             sink = self.sinks[n.sink]
             title, message = render_for(sink, n, {**ctx, "format": sink.format})
-            payload = Notification(
-                step.id,
-                match.rule.name,
-                item.account,
-                item.feed,
-                item.kind,
-                item.id,
-                title,
-                message,
-                item.url,
-                n.priority,
-                _public(item),
-                dict(match.extract),
-                dict(n.options),
-            ).to_json()
-        else:
-            assert step.action is not None
-            a = step.action
-            payload = {
-                "args": dict(a.args),
-                "message": a.message.render(ctx) if a.message else None,
-            }
-            due += a.after.total_seconds() if a.after else 0.0
-        return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
+            return Notification(
+                step.id, step.rule, item.account, item.feed, item.kind, item.id, title,
+                message, item.url, n.priority, _public(item), dict(extract), dict(n.options),
+            ).to_json()  # fmt: skip
+        assert step.action is not None
+        a = step.action
+        return {"args": dict(a.args), "message": a.message.render(ctx) if a.message else None}
+
+    def _rerender(self, record: StepRecord) -> StepRecord:
+        """A step kept unrendered, rendered with the rules and templates running now."""
+        index = record.payload.get(UNRENDERED)
+        if index is None:
+            return record
+        item = self.store.item(record.feed, record.item_id)
+        rule = next((r for r in self.rules if r.name == record.rule), None)
+        steps = [s for m in plan([rule], item, self._context(item)) for s in m.steps
+                 if s.id == record.id] if rule and item else []  # fmt: skip
+        if item is None or rule is None or not steps:
+            raise RenderError(f"rule {record.rule!r} no longer has this step or its item")
+        now = self.clock.now()
+        extract = {name: ex.apply(item.fields(now)) for name, ex in rule.extract.items()}
+        ctx = self.renderer.context(item, now=now, rule=rule.name, extract=extract)
+        return dataclasses.replace(record, payload=self._payload(steps[0], extract, item, ctx))
+
+    def _context(self, item: Item) -> dict[str, Any]:
+        now = self.clock.now()
+        return {"item": item.fields(now), "account": item.account, "now": now}
 
     # --- deliver ---------------------------------------------------------------------
 
@@ -284,6 +298,12 @@ class Pipeline:
 
     async def _send(self, sink: Sink, step: StepRecord) -> bool:
         key = f"sink {sink.name}"
+        try:
+            step = self._rerender(step)
+        except RenderError as err:
+            log.error("render failed", extra=fields(sink=sink.name, step=step.id, error=str(err)))
+            self.store.finish_step(step.id, now=self.clock.time(), status=FAILED, error=str(err))
+            return True
         try:
             files = await self._files(step, sink.max_file_size) if sink.max_file_size else []
             await sink.send(Notification(**step.payload), files)
@@ -348,7 +368,11 @@ class Pipeline:
         if source is None or len(items) != len(steps):
             self._finish_actions(action, steps, CANCELLED, "account or item gone")
             return
-        payload = steps[0].payload
+        try:
+            payload = self._rerender(steps[0]).payload
+        except RenderError as err:
+            self._finish_actions(action, steps, FAILED, str(err))
+            return
         args = {
             **payload["args"],
             **({"message": payload["message"]} if payload["message"] else {}),

@@ -39,10 +39,12 @@ class Settings(BaseSettings):
         return value
 
     def state_path(self, configured: Path | None) -> Path:
-        """--state / INBOXBOT_STATE, else the config's ``state:``, else $STATE_DIRECTORY."""
+        """--state / INBOXBOT_STATE, else the config's ``state:`` (resolved against the
+        config file's folder), else $STATE_DIRECTORY/state.db, else state.db beside the
+        config file: never the working directory, which cron and shells change."""
         if self.state:
             return self.state
         if configured:
             return configured
         directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(directory or ".") / "state.db"
+        return Path(directory) / "state.db" if directory else self.config.parent / "state.db"

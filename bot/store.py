@@ -66,6 +66,7 @@ class NewStep:
     target: str
     payload: dict[str, Any]
     due_at: float
+    error: str = ""  # a step that could not be rendered: stored as failed, with this
 
 
 class StoreError(InboxbotError):
@@ -182,10 +183,12 @@ class Store:
             )
             db.executemany(
                 "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
-                "payload, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "payload, due_at, created_at, last_error, done_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.id, feed, item.id, s.rule, s.kind, s.target,
-                     HELD if s.kind == "act" else PENDING, json.dumps(s.payload), s.due_at, now)
+                    (s.id, feed, item.id, s.rule, s.kind, s.target, _initial(s),
+                     json.dumps(s.payload), s.due_at, now, s.error or None,
+                     now if s.error else None)
                     for s in steps
                 ],
             )  # fmt: skip
@@ -264,6 +267,14 @@ class Store:
         ).fetchone()
         return int(depth), oldest
 
+    def deliveries_failed(self, *, since: float) -> int:
+        """Notifications refused for good (or not rendered) since ``since``."""
+        (count,) = self.db.execute(
+            "SELECT count(*) FROM steps WHERE kind='deliver' AND status=? AND done_at>=?",
+            (FAILED, since),
+        ).fetchone()
+        return int(count)
+
     def struggling_sinks(self, attempts: int) -> dict[str, int]:
         """Sinks with a pending delivery tried at least ``attempts`` times → most attempts."""
         rows = self.db.execute(
@@ -290,3 +301,9 @@ class Store:
                 "DELETE FROM items WHERE data IS NULL AND state!=? AND seen_at<?",
                 (NEW, forget_before),
             )
+
+
+def _initial(step: NewStep) -> str:
+    """A new step's status: actions held until their batch is planned; an unrendered
+    step failed (``inboxbot retry`` renders it again)."""
+    return FAILED if step.error else HELD if step.kind == "act" else PENDING

@@ -137,7 +137,7 @@ def test_bad_inputs_get_one_line(setup: Setup, capsys: pytest.CaptureFixture[str
     assert main(["--config", str(config), "--state", "/nonexistent/dir/state.db", "once"]) == 1
     err = capsys.readouterr().err
     assert (
-        "state /nonexistent/dir/state.db: unable to open database file" in err
+        "state /nonexistent/dir/state.db: cannot create state.db.lock: No such file" in err
         and "Traceback" not in err
     )
 
