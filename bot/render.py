@@ -159,7 +159,10 @@ def raw_keys(ast: nodes.Node) -> frozenset[str] | None:
         if key is not None:
             found.add(key)
             return True
-        if _item_field(node) == "raw" or (isinstance(node, nodes.Name) and node.name == "item"):
+        read = _item_field(node)
+        if read is not None:
+            return read != "raw"  # another field; or raw used whole
+        if isinstance(node, nodes.Name) and node.name == "item":
             return False
         return all(visit(child) for child in node.iter_child_nodes())
 
