@@ -224,4 +224,3 @@ def test_mqtt_and_smtp_say_when_they_need_the_detail(setup: Setup) -> None:
 def test_raw_keys_read_by_a_template(source: str, expected: set[str] | None) -> None:
     found = raw_keys(Environment().parse(source))
     assert found == (None if expected is None else frozenset(expected))
-
