@@ -109,7 +109,12 @@ def verdict(detail: Detail, when: Compiled, listed: Mapping[str, Any], context: 
     reasons = detail.reasons(listed)
     if not reasons:
         return "detail: no (summary is enough)"
-    why = "; ".join(reasons)
-    if when.ruled_out(context, detail.unknown(listed)):
-        return f"detail: not fetched for it ({why}, but the summary rules it out)"
+    why, unknown = "; ".join(reasons), detail.unknown(listed)
+    settled = [
+        repr(key)
+        for key, holds, fields in when.parts
+        if fields is not None and not fields & unknown and not holds(context)
+    ]  # as Compiled.ruled_out judges
+    if settled:
+        return f"detail: no ({why}, but {', '.join(settled)} rules it out on the summary)"
     return f"detail: yes ({why})"

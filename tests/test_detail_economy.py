@@ -182,8 +182,8 @@ async def test_explain_prints_whether_each_rule_needs_the_detail_and_why(
     assert by_rule == {
         "bodies": "detail: yes (template 'email' reads item.text)",
         "subjects": "detail: no (summary is enough)",
-        "totals": "detail: not fetched for it (condition 'text' reads item.text, "
-        "but the summary rules it out)",
+        "totals": "detail: no (condition 'text' reads item.text, "
+        "but 'subject' rules it out on the summary)",
         "whole": "detail: yes (sink 'full' has detail: true)",
         "raw-body": "detail: yes (condition 'if' reads raw.html_body)",
     }
