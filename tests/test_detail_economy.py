@@ -14,7 +14,7 @@ from bot.pipeline import Pipeline
 from bot.render import raw_keys, truncate
 from bot.sim.mailtd import MailTdSim
 from bot.sources import Feed
-from bot.tools import explain
+from bot.tools import explain, item_from
 from tests.conftest import Setup
 
 FEED = Feed("inbox", "messages", timedelta(seconds=1), None)
@@ -91,6 +91,7 @@ async def test_summary_only_rules_make_no_detail_request_for_100_mails(setup: Se
         assert item["text"] == " ".join(BODY.split())[:100]  # the list's preview
         assert (item["html"], item["attachments"], item["links"]) == (None, [], [])
         assert body["message"].startswith("from bob@example.com, ")
+    assert item_from(received[0]).subject == received[0]["title"]  # `render --item` takes it
 
 
 async def test_a_template_reading_the_text_fetches_one_detail_per_matching_mail(
