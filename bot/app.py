@@ -47,7 +47,7 @@ def load(path: Path) -> Loaded:
     renderer = Renderer(config.template_dirs())
     accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
     sinks = {
-        n: SinkCaps(s.type, SINKS[s.type].sends_item, SINKS[s.type].options_model)
+        n: SinkCaps(s.type, SINKS[s.type].fetches_detail(s), SINKS[s.type].options_model)
         for n, s in config.sinks.items()
     }
     rules = RuleLoader(renderer, accounts, sinks).load(config.rule_files())

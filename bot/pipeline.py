@@ -465,7 +465,8 @@ def render_for(sink: Sink, n: Notify, ctx: dict[str, Any]) -> tuple[str, str]:
 
 
 def _public(item: Item) -> dict[str, Any]:
+    """The item as sinks send it: every field but raw; ``complete`` false when only the
+    upstream's summary was fetched (no rule read the detail)."""
     data = item.to_json()
     data.pop("raw")
-    data.pop("complete")
     return data

@@ -44,6 +44,8 @@ _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*[\s/>]")
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
+Reads = Callable[[nodes.Node], frozenset[str] | None]
+_DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 
 
 def html2text(html: str | None) -> str:
@@ -147,8 +149,40 @@ def _item_field(node: nodes.Node) -> str | None:
     return key if is_item and isinstance(key, str) and key in ITEM_FIELDS else None
 
 
-def _fields_used(asts: Sequence[nodes.Template], literal: bool) -> frozenset[str] | None:
-    parts = [template_fields(ast) for ast in asts]
+def raw_keys(ast: nodes.Node) -> frozenset[str] | None:
+    """Keys of ``raw`` an AST reads as `item.raw.k` or `item.raw["k"]`; None when `item.raw`
+    (or `item`) is used some other way (whole, by a variable key, `.get(…)`)."""
+    found: set[str] = set()
+
+    def visit(node: nodes.Node) -> bool:
+        key = _raw_key(node)
+        if key is not None:
+            found.add(key)
+            return True
+        read = _item_field(node)
+        if read is not None:
+            return read != "raw"  # another field; or raw used whole
+        if isinstance(node, nodes.Name) and node.name == "item":
+            return False
+        return all(visit(child) for child in node.iter_child_nodes())
+
+    return frozenset(found) if visit(ast) else None
+
+
+def _raw_key(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr) and node.attr not in _DICT_METHODS:
+        key: object = node.attr
+    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        key = node.arg.value
+    else:
+        return None
+    return key if isinstance(key, str) and _item_field(node.node) == "raw" else None
+
+
+def _fields_used(
+    asts: Sequence[nodes.Template], literal: bool, reads: Reads = template_fields
+) -> frozenset[str] | None:
+    parts = [reads(ast) for ast in asts]
     known = [part for part in parts if part is not None]
     return frozenset[str]().union(*known) if literal and len(known) == len(parts) else None
 
@@ -183,6 +217,7 @@ class NamedTemplate:
     name: str
     fields_used: frozenset[str] | None
     template: Template = field(repr=False, compare=False)
+    raw_used: frozenset[str] | None = frozenset()  # keys of `item.raw` read; None: any
 
     def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> tuple[str, str]:
         """(title, message), each stripped; ``escape`` applies to the message's outputs
@@ -206,6 +241,7 @@ class InlineTemplate:
     fields_used: frozenset[str] | None
     template: Template = field(repr=False, compare=False)
     label: str = "inline template"
+    raw_used: frozenset[str] | None = frozenset()  # keys of `item.raw` read; None: any
 
     def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> str:
         try:
@@ -220,6 +256,7 @@ class Condition:
     fields_used: frozenset[str] | None
     expression: TemplateExpression = field(repr=False, compare=False)
     label: str = "condition"
+    raw_used: frozenset[str] | None = frozenset()  # keys of `item.raw` read; None: any
 
     def __call__(self, context: Mapping[str, Any]) -> bool:
         try:
@@ -263,7 +300,8 @@ class Renderer:
             blocks = " and ".join(repr(b) for b in sorted(missing))
             raise ConfigError(f"template {name!r} lacks block {blocks}", filename)
         template = self._env.get_template(f"{name}.j2")
-        return NamedTemplate(name, _fields_used(asts, literal), template)
+        fields, raw = _fields_used(asts, literal), _fields_used(asts, literal, raw_keys)
+        return NamedTemplate(name, fields, template, raw)
 
     def inline(self, source: str, *, file: str = "", line: int | None = None) -> InlineTemplate:
         """A template given in a rule, e.g. `Code {{ code }}`."""
@@ -274,7 +312,8 @@ class Renderer:
             raise ConfigError(_syntax_message(err, inline=True), file, line) from None
         asts, literal = self._closure(ast, file)
         label = _label("inline template", file, line)
-        return InlineTemplate(_fields_used(asts, literal), template, label)
+        fields, raw = _fields_used(asts, literal), _fields_used(asts, literal, raw_keys)
+        return InlineTemplate(fields, template, label, raw)
 
     def condition(self, source: str, *, file: str = "", line: int | None = None) -> Condition:
         """An `if:` condition, `{{ expression }}` or a bare expression."""
@@ -286,7 +325,8 @@ class Renderer:
             ast = self._env.parse(f"{{{{ {expr} }}}}")
         except TemplateSyntaxError as err:
             raise ConfigError(_syntax_message(err, inline=True), file, line) from None
-        return Condition(template_fields(ast), compiled, _label("condition", file, line))
+        label = _label("condition", file, line)
+        return Condition(template_fields(ast), compiled, label, raw_keys(ast))
 
     def context(
         self, item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]

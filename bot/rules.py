@@ -17,10 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from bot.conditions import Compiled, Context, WhenCompiler, union_fields
+from bot.conditions import Compiled, Context, WhenCompiler
 from bot.config import Model, parse_duration, validation_errors
+from bot.detail import Detail, DetailReads, when_raw_keys
 from bot.errors import ConfigError, ConfigErrors
-from bot.item import DETAIL_FIELDS, Item
+from bot.item import Item
 from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
@@ -122,8 +123,13 @@ class Rule:
     notify: tuple[Notify, ...]
     then: tuple[Action, ...]
     stop: bool
-    needs_detail: bool
+    detail: Detail  # what of an item's detail it reads, and why
     accounts: frozenset[str]  # the accounts whose items this rule can see
+
+    @property
+    def needs_detail(self) -> bool:
+        """Whether some item's detail may be needed (``detail.needed`` says for which)."""
+        return self.detail.possible
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,8 @@ def wants_detail(rules: Sequence[Rule], item: Item, context: Context) -> bool:
     for rule in rules:
         if item.account not in rule.accounts:
             continue
-        if rule.needs_detail:
-            if not rule.when.ruled_out(context, DETAIL_FIELDS):
+        if rule.detail.needed(item.raw):
+            if not rule.when.ruled_out(context, rule.detail.unknown(item.raw)):
                 return True
         elif rule.stop and rule.when.predicate(context):
             return False
@@ -204,7 +210,7 @@ class SinkCaps:
     """What rule checking needs to know of a sink."""
 
     sink_type: str
-    sends_item: bool = False  # whether it sends the whole item (so needs its detail)
+    detail: bool = False  # whether every item it gets is fetched whole first (`detail: true`)
     options: type[Model] = Model  # what its notify `options:` may hold
 
 
@@ -268,16 +274,7 @@ class RuleLoader:
             for i, a in enumerate(spec.then)
         )
         extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
-        used = union_fields(
-            [
-                when.fields,
-                frozenset(e.source for e in extract.values()),
-                *(_notify_fields(n) for n in notify),
-                *(a.message.fields_used for a in then if a.message),
-            ]
-        )
-        full_item = any(self.sinks[n.sink].sends_item or n.options.get("attach") for n in notify)
-        needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
+        detail = self._detail(spec.when, when, extract, notify, then)
         line = doc.line(at)
         return Rule(
             spec.name,
@@ -288,9 +285,35 @@ class RuleLoader:
             notify,
             then,
             spec.stop,
-            needs_detail,
+            detail,
             accounts,
         )
+
+    def _detail(
+        self,
+        spec: Mapping[str, Any],
+        when: Compiled,
+        extract: Mapping[str, Extract],
+        notify: Sequence[Notify],
+        then: Sequence[Action],
+    ) -> Detail:
+        """What of an item's detail the compiled rule reads, each read with who reads it."""
+        reads = DetailReads()
+        for key, _, fields in when.parts:
+            reads.add(f"condition {key!r}", fields, when_raw_keys({key: spec[key]}, self.renderer))
+        for name, ex in extract.items():
+            reads.add(f"extract {name!r}", frozenset({ex.source}))
+        for n in notify:
+            for who, t in _templates(n):
+                reads.add(who, t.fields_used, t.raw_used)
+            if self.sinks[n.sink].detail:
+                reads.need(f"sink {n.sink!r} has detail: true")
+            if n.options.get("attach"):
+                reads.need(f"sink {n.sink!r} attaches the item's files")
+        for a in then:
+            if a.message:
+                reads.add(f"the {a.name} message", a.message.fields_used, a.message.raw_used)
+        return reads.build()
 
     def _accounts(self, when: Mapping[str, Any]) -> frozenset[str]:
         named = when.get("account")
@@ -395,6 +418,8 @@ def _single(doc: YamlDoc, at: Path_, raw: dict[str, Any]) -> tuple[str, dict[str
     return str(name), dict(args)
 
 
-def _notify_fields(n: Notify) -> frozenset[str] | None:
-    parts = [t.fields_used for t in (n.template, n.title, n.message) if t is not None]
-    return union_fields(parts)
+def _templates(n: Notify) -> list[tuple[str, NamedTemplate | InlineTemplate]]:
+    if n.template is not None:
+        return [(f"template {n.template.name!r}", n.template)]
+    inline = (("title", n.title), ("message", n.message))
+    return [(f"the {part} for {n.sink!r}", t) for part, t in inline if t is not None]

@@ -19,6 +19,7 @@ import aiohttp
 
 from bot.app import Loaded, build, resources
 from bot.config import SinkConfig
+from bot.detail import verdict
 from bot.errors import AuthError, ConfigError, PermanentError, RemoteError
 from bot.item import Item
 from bot.pipeline import Pipeline
@@ -56,6 +57,8 @@ async def _explain_feed(pipeline: Pipeline, feed: Feed) -> bool:
 
 
 async def _explain_item(pipeline: Pipeline, item: Item) -> None:
+    listed = pipeline.clock.now()
+    summary = {"item": item.fields(listed), "account": item.account, "now": listed}
     try:
         planned = await pipeline.plan_item(item)
     except RemoteError as err:
@@ -72,12 +75,17 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
     for rule in pipeline.rules:
         if full.account not in rule.accounts:
             continue
+        detail = (
+            verdict(rule.detail, rule.when, item.raw, summary)
+            if not item.complete
+            else "detail: no (the list gives the whole item)"
+        )
         if rule.name not in matched:
             why = ", ".join(rule.when.failing(context)) or "an earlier rule stopped"
-            print(f"    - {rule.name}: no ({why})")
+            print(f"    - {rule.name}: no ({why})\n        {detail}")
             continue
         extract = " ".join(f"{k}={v!r}" for k, v in matched[rule.name].extract.items())
-        print(f"    + {rule.name}: yes{f' ({extract})' if extract else ''}")
+        print(f"    + {rule.name}: yes{f' ({extract})' if extract else ''}\n        {detail}")
         for step in (s for s in steps if s.rule == rule.name):
             what = step.payload.get("title") if step.kind == "deliver" else step.payload["args"]
             print(f"        {step.kind} {step.target}: {what!r}")
@@ -157,6 +165,7 @@ def item_from(data: Mapping[str, Any]) -> Item:
     Raises ValueError naming unknown fields."""
     fields = dict(data["item"]) if isinstance(data.get("item"), dict) else dict(data)
     fields.pop("age", None)
+    fields.pop("complete", None)  # a webhook payload's: rendering takes the item as given
     unknown = sorted(set(fields) - ITEM_FIELDS)
     if unknown:
         raise ValueError(f"unknown item fields {unknown}; known: {', '.join(sorted(ITEM_FIELDS))}")

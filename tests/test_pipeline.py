@@ -61,6 +61,7 @@ async def test_the_webhook_payload_is_the_documented_one(setup: Setup) -> None:
     assert "raw" not in body["item"]
     assert body["item"]["links"] == ["https://x.example/verify?t=1"]
     assert body["item"]["text"] == "Go to link"
+    assert body["item"]["complete"] is True  # the template reads item.text: detail fetched
     assert setup.hook.keys[body["id"]] == 1
 
 

@@ -76,7 +76,6 @@ def read_options(model: type[M], notification: Notification, service: str) -> M:
 class Sink(ABC):
     type_name: ClassVar[str]
     config_model: ClassVar[type[SinkConfig]]
-    sends_item: ClassVar[bool] = False  # whether it sends the whole item (needs its detail)
     wants_feed_state: ClassVar[bool] = False  # whether it is given FeedState after polls
     options_model: ClassVar[type[Model]] = Model  # what a rule's `options:` may hold
     default_rate: ClassVar[str | None] = None  # the service's documented limit, e.g. "20/min"
@@ -85,6 +84,13 @@ class Sink(ABC):
         self.name = name
         self.config = config
         self.session = session
+
+    @classmethod
+    def fetches_detail(cls, config: SinkConfig) -> bool:
+        """Whether every item this sink gets is fetched whole (its detail) first. A sink that
+        sends the whole item sends what it holds (``complete: false`` when only its summary
+        was listed) unless its configuration says ``detail: true``."""
+        return False
 
     @property
     def max_file_size(self) -> int:

@@ -23,7 +23,9 @@ Topics (``node_id`` inboxbot, feed ``inbox/messages``):
 - ``homeassistant/sensor/inboxbot/inbox_messages/config``: the sensor (``discovery: true``),
   published with the feed's first state and left in place; retained.
 
-Other keys: ``qos`` (1 or 2: a send returns once the broker acknowledged), ``retain``,
+Other keys: ``detail`` (fetch each item's detail, a mail's body, before publishing it;
+default off: ``item`` is what was listed, ``complete: false`` when that is a summary),
+``qos`` (1 or 2: a send returns once the broker acknowledged), ``retain``,
 ``client_id`` (default: a random one), ``reconnect_min`` (0.5s), ``reconnect_max`` (30s).
 
 A background task keeps the connection, reconnecting after ``reconnect_min`` doubling up to
@@ -79,6 +81,7 @@ class MqttConfig(SinkConfig):
     node_id: str = Field("inboxbot", pattern=r"^[A-Za-z0-9_-]+$")
     reconnect_min: Duration = timedelta(seconds=0.5)
     reconnect_max: Duration = timedelta(seconds=30)
+    detail: bool = False  # fetch each item's detail first, so `item` is complete
 
     @field_validator("url")
     @classmethod
@@ -101,7 +104,6 @@ class MqttConfig(SinkConfig):
 class MqttSink(Sink):
     type_name = "mqtt"
     config_model = MqttConfig
-    sends_item: ClassVar[bool] = True
     wants_feed_state: ClassVar[bool] = True
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
@@ -122,6 +124,10 @@ class MqttSink(Sink):
         self._closing = False
         self._states: dict[str, FeedState] = {}  # object id → latest state, to re-announce
         self._announced: set[str] = set()  # configs published on this connection
+
+    @classmethod
+    def fetches_detail(cls, config: SinkConfig) -> bool:
+        return isinstance(config, MqttConfig) and config.detail
 
     @property
     def connected(self) -> bool:

@@ -4,16 +4,20 @@
       type: webhook
       url: http://127.0.0.1:8080/hook
       headers: {Authorization: "Bearer ${HOOK_TOKEN}"}
+      detail: true     # fetch each item's detail (a mail's body) before sending it
 
 The payload: ``{"id", "rule", "account", "feed", "kind", "item_id", "title",
 "message", "url", "priority", "item": {…}, "extract": {…}}``. The id is stable, so a
 receiver can drop the duplicate a crash between its answer and our record may cause.
+``item`` holds every normalized field but ``raw``, and ``complete``: false when only the
+upstream's summary was fetched (no rule read the body and ``detail`` is off), so ``text``
+is a preview and ``html``, ``attachments`` and ``links`` are empty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import Field, SecretStr
@@ -27,12 +31,12 @@ class WebhookConfig(SinkConfig):
     type: Literal["webhook"]
     url: SecretStr
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    detail: bool = False  # fetch each item's detail first, so `item` is complete
 
 
 class WebhookSink(Sink):
     type_name = "webhook"
     config_model = WebhookConfig
-    sends_item: ClassVar[bool] = True
 
     def __init__(self, name: str, config: SinkConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
@@ -45,6 +49,10 @@ class WebhookSink(Sink):
             headers=headers,
             timeout=config.timeout.total_seconds(),
         )
+
+    @classmethod
+    def fetches_detail(cls, config: SinkConfig) -> bool:
+        return isinstance(config, WebhookConfig) and config.detail
 
     async def send(self, notification: Notification, files: Sequence[File] = ()) -> None:
         payload: dict[str, Any] = notification.to_json()
