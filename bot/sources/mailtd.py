@@ -76,7 +76,9 @@ class MailTdSource(Source):
 
     async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
         """Pages, newest first, up to the first page holding a mail the feed has seen (so
-        one request when nothing is new), else to a short page or past the look-back."""
+        one request when nothing is new), else to a short page or past the look-back.
+        Mail listed late is found on that page, not below it: one older than a whole page
+        of mail seen before it was listed would be missed, a risk taken for one request."""
         since = datetime.fromisoformat(cursor) - LOOKBACK if cursor else None
         listed: dict[str, Item] = {}
         page = 1
