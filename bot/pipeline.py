@@ -121,7 +121,9 @@ class Pipeline:
         self.metrics.polls.labels(*labels).inc()
         try:
             with self.metrics.poll_seconds.labels(*labels).time():
-                result = await source.listing(feed.name, cursor)
+                result = await source.listing(
+                    feed.name, cursor, lambda ids: self.store.known(feed.key, ids)
+                )
         except RemoteError as err:
             self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
             self.health.failed(feed.key, err)

@@ -118,7 +118,7 @@ class Store:
         """Store a poll's unseen items (as skipped when ``skip``), move the cursor; count them."""
         state = SKIPPED if skip else NEW
         with self.transaction() as db:
-            known = self._known(feed, [item.id for item in items])
+            known = self.known(feed, [item.id for item in items])
             unseen = {item.id: item for item in items if item.id not in known}
             db.executemany(
                 "INSERT INTO items (feed, item_id, state, seen_at, data) VALUES (?, ?, ?, ?, ?)",
@@ -134,7 +134,8 @@ class Store:
             )
         return len(unseen)
 
-    def _known(self, feed: str, ids: list[str]) -> set[str]:
+    def known(self, feed: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the feed has seen (the seen ledger; ids outlive item bodies)."""
         known: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]

@@ -1,5 +1,6 @@
 """What every upstream simulator shares: the aiohttp lifecycle, queued faults, a "down"
-switch, the request log and the unauthenticated ``/_sim/`` control endpoints for them.
+switch, the request log (``counts`` per kind: list, detail, probe…) and the
+unauthenticated ``/_sim/`` control endpoints for them.
 
 A simulator subclasses ``SimServer``, adds its routes in ``add_routes`` and answers its
 upstream's requests in ``serve``; it overrides ``fault_response``, ``down_response`` and
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -140,6 +141,7 @@ class SimServer:
         self.down = False
         self.base_url = ""
         self.requests: list[SimRequest] = []
+        self.counts: Counter[str] = Counter()  # requests per ``route_name``, refused ones too
         self.faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
 
@@ -207,6 +209,7 @@ class SimServer:
         app.router.add_post("/_sim/faults", self._ctl_fault)
         app.router.add_post("/_sim/down", self._ctl_down)
         app.router.add_get("/_sim/requests/max_window", self._ctl_max_window)
+        app.router.add_get("/_sim/requests/counts", self._ctl_counts)
         return app
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -215,6 +218,14 @@ class SimServer:
     async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Answer a request no fault or outage got in the way of."""
         return await handler(request)
+
+    def route_name(self, request: web.Request) -> str:
+        """The kind of request ``counts`` counts: the route's name where the simulator gave
+        one (its list, detail and probe routes), else the method and the path pattern."""
+        route = request.match_info.route
+        if route.name:
+            return route.name
+        return f"{request.method} {route.resource.canonical if route.resource else request.path}"
 
     def caller(self, request: web.Request) -> str | None:
         """Who the request claims to be, for the log."""
@@ -260,6 +271,7 @@ class SimServer:
             except (KeyError, TypeError, ValueError) as err:
                 return self.control_error(err)
         arrived, caller = self.clock(), self.caller(request)
+        self.counts[self.route_name(request)] += 1
         response = await self.respond(request, handler)
         status = 0 if response is None else response.status
         agent = request.headers.get("User-Agent", "")
@@ -301,6 +313,9 @@ class SimServer:
         window = float(request.query.get("window", self.window_seconds))
         most = self.max_requests_in_window(window, request.query.get(self.window_filter))
         return web.json_response({"max": most, "requests": len(self.requests)})
+
+    async def _ctl_counts(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.counts))
 
 
 def simulator_parser(description: str, port: int) -> argparse.ArgumentParser:

@@ -326,21 +326,21 @@ class E621Sim(SimServer):
     def add_routes(self, router: web.UrlDispatcher) -> None:
         fmt, one = r"{fmt:(?:\.json)?}", r"{id:\d+}"
         add = router.add_route
-        add("GET", "/dmails" + fmt, self._dmail_index)
+        add("GET", "/dmails" + fmt, self._dmail_index, name="dmails.list")
         add("PUT", "/dmails/mark_all_as_read" + fmt, self._dmail_mark_all)
-        add("GET", f"/dmails/{one}" + fmt, self._dmail_show)
+        add("GET", f"/dmails/{one}" + fmt, self._dmail_show, name="dmails.detail")
         add("DELETE", f"/dmails/{one}" + fmt, self._dmail_delete)
         add("PUT", f"/dmails/{one}/mark_as_read" + fmt, self._dmail_mark_read)
         add("PUT", f"/dmails/{one}/mark_as_unread" + fmt, self._dmail_mark_unread)
-        add("GET", "/comments" + fmt, self._comment_index)
+        add("GET", "/comments" + fmt, self._comment_index, name="comments.list")
         add("POST", "/comments" + fmt, self._comment_create)
-        add("GET", f"/comments/{one}" + fmt, self._comment_show)
+        add("GET", f"/comments/{one}" + fmt, self._comment_show, name="comments.detail")
         add("POST", f"/comments/{one}/hide" + fmt, self._comment_hide)
         add("POST", f"/comments/{one}/unhide" + fmt, self._comment_unhide)
         add("POST", f"/comments/{one}/votes" + fmt, self._vote)
         add("DELETE", f"/comments/{one}/votes" + fmt, self._unvote)
-        add("GET", "/users" + fmt, self._user_index)
-        add("GET", f"/users/{one}" + fmt, self._user_show)
+        add("GET", "/users" + fmt, self._user_index, name="users.list")
+        add("GET", f"/users/{one}" + fmt, self._user_show, name="users.detail")
         for name, handler in self._controls().items():
             add("POST", f"/_sim/{name}", handler)
 

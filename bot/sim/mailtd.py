@@ -257,9 +257,9 @@ class MailTdSim(SimServer):
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         api = "/api/accounts/{account_id}/messages"
-        router.add_get(api, self._list)
+        router.add_get(api, self._list, name="messages.list")
         router.add_put(api + "/read", self._mark_many)
-        router.add_get(api + "/{id}", self._detail)
+        router.add_get(api + "/{id}", self._detail, name="messages.detail")
         router.add_delete(api + "/{id}", self._delete)
         router.add_get(api + "/{id}/source", self._source)
         router.add_get(api + "/{id}/attachments/{index}", self._attachment)

@@ -316,8 +316,13 @@ class MinuteMailSim(SimServer):
             ("POST", "/_sim/expire", self._ctl_expire),
             ("POST", "/_sim/seed", self._ctl_seed),
         ]
+        # the kinds of request ``counts`` tells apart
+        names = {boxes + "/{mailbox}": "mailbox.detail", mails: "mails.list",
+                 mails + "/{mail}": "mails.detail"}  # fmt: skip
         for method, path, handler in routes:
-            router.add_route(method, path, handler)
+            router.add_route(
+                method, path, handler, name=names.get(path) if method == "GET" else None
+            )
 
     def control_error(self, err: Exception) -> web.Response:
         return web.json_response({"error": "Bad Request", "message": str(err)}, status=400)

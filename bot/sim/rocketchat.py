@@ -399,13 +399,13 @@ class RocketChatSim(SimServer):
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post(API + "login", self._login)
         router.add_get(API + "me", self._me)
-        router.add_get(API + "subscriptions.get", self._subscriptions)
+        router.add_get(API + "subscriptions.get", self._subscriptions, name="subscriptions.get")
         router.add_get(API + "subscriptions.getOne", self._subscription_one)
         router.add_post(API + "subscriptions.read", self._read)
         for prefix in ("dm", "im"):  # every dm.* route has its im.* alias
-            router.add_get(f"{API}{prefix}.list", self._dm_list)
-            router.add_get(f"{API}{prefix}.history", self._dm_history)
-            router.add_get(f"{API}{prefix}.messages", self._dm_messages)
+            router.add_get(f"{API}{prefix}.list", self._dm_list, name=f"{prefix}.list")
+            router.add_get(f"{API}{prefix}.history", self._dm_history, name=f"{prefix}.history")
+            router.add_get(f"{API}{prefix}.messages", self._dm_messages, name=f"{prefix}.messages")
         router.add_post(API + "chat.postMessage", self._post_message)
         router.add_post("/_sim/users", self._ctl_user)
         router.add_post("/_sim/rooms", self._ctl_room)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -13,6 +13,13 @@ import aiohttp
 from bot.config import AccountConfig
 from bot.http import Limiters
 from bot.item import File, Item
+
+Known = Callable[[Sequence[str]], set[str]]  # which of these item ids the feed has seen
+
+
+def nothing_known(ids: Sequence[str]) -> set[str]:
+    """The seen ledger of a feed polled for the first time, or of ``explain``."""
+    return set()
 
 
 @dataclass(frozen=True)
@@ -69,16 +76,20 @@ class Source(ABC):
         return feeds
 
     @abstractmethod
-    async def poll(self, feed: str, cursor: str | None) -> PollResult: ...
+    async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
+        """Everything new since ``cursor``; paging stops at the first page holding an id
+        ``known`` (the store's seen ledger) says the feed has seen."""
 
     async def files(self, item: Item, max_size: int) -> list[File]:
         """The complete item's attachments of at most ``max_size`` bytes, downloaded now
         (larger ones are left out); upstreams without attachments have none."""
         return []
 
-    async def listing(self, feed: str, cursor: str | None) -> PollResult:
+    async def listing(
+        self, feed: str, cursor: str | None, known: Known = nothing_known
+    ) -> PollResult:
         """``poll``, with each item marked as this upstream's (the rules' ``upstream:``)."""
-        result = await self.poll(feed, cursor)
+        result = await self.poll(feed, cursor, known)
         items = [replace(item, upstream=self.type_name) for item in result.items]
         return PollResult(items, result.cursor)
 

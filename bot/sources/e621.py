@@ -38,7 +38,7 @@ from bot.config import AccountConfig, Duration, FeedConfig
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, RateLimiter, Response, classify, retry_after
 from bot.item import Item
-from bot.sources.base import PollResult, Source
+from bot.sources.base import Known, PollResult, Source, nothing_known
 from bot.text import find_links
 
 PAGE_SIZE = 320  # the server's max_per_page
@@ -128,7 +128,12 @@ class E621Source(Source):
 
     # --- polling ---------------------------------------------------------------------
 
-    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+    async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
+        """One request when nothing is new: the ``a<id>`` cursor asks only for records above
+        the newest one seen, so no page holds a known record and the ledger is not asked.
+        The unread counter (``unread_dmail_count`` on ``/users/<id>.json``) would cost one
+        request too, and could not tell of DMails that arrive already read (a DMail filter)
+        or that the user read on the site before the poll: it is not used."""
         settings = self.account.feeds.get(feed) or E621Feed()
         params = _search_params(settings.search)
         if feed == "comments":

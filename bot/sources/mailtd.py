@@ -7,8 +7,9 @@
       every: 30s
       rate: 4                                             # requests/s: 4 free, 10 Pro
 
-The list gives 30 summaries a page, newest first; bodies come from the detail,
-fetched only when a rule or template needs them. 410 on a detail means the
+The list gives 30 summaries a page, newest first; a poll reads pages until one holds a
+mail the feed has seen, so when nothing is new it is one request. Bodies come from the
+detail, fetched only when a rule or template needs them. 410 on a detail means the
 message expired: the item is dropped.
 """
 
@@ -27,12 +28,13 @@ from bot.config import AccountConfig, Duration
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify, digest
 from bot.item import Attachment, File, Item
-from bot.sources.base import PollResult, Source
+from bot.sources.base import Known, PollResult, Source, nothing_known
 from bot.text import find_links, html_to_text
 
 PAGE_SIZE = 30
 BATCH = 200
-# Mail can be listed a little later than its created_at: look back this far past the cursor.
+# Mail can be listed a little later than its created_at. When no listed mail is known (all
+# deleted, say), paging stops past this look-back before the cursor.
 LOOKBACK = timedelta(hours=1)
 QUOTA_RETRY = 3600.0
 
@@ -72,16 +74,24 @@ class MailTdSource(Source):
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
 
-    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+    async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
+        """Pages, newest first, up to the first page holding a mail the feed has seen (so
+        one request when nothing is new), else to a short page or past the look-back.
+        Mail listed late is found on that page, not below it: one older than a whole page
+        of mail seen before it was listed would be missed, a risk taken for one request."""
         since = datetime.fromisoformat(cursor) - LOOKBACK if cursor else None
-        items: list[Item] = []
+        listed: dict[str, Item] = {}
         page = 1
         while True:
             batch = await self._page(page)
-            items += batch
-            if len(batch) < PAGE_SIZE or (since and batch[-1].created_at < since):
+            for item in batch:  # new mail shifts the pages: an entry may come twice
+                listed.setdefault(item.id, item)
+            if len(batch) < PAGE_SIZE or known([i.id for i in batch]):
+                break
+            if since and batch[-1].created_at < since:
                 break
             page += 1
+        items = list(reversed(listed.values()))  # oldest first; same-second ties as listed
         newest = max((i.created_at for i in items), default=None)
         return PollResult(items, newest.isoformat() if newest else cursor)
 

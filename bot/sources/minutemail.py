@@ -42,7 +42,7 @@ from bot.errors import (
 from bot.http import HttpClient, Limiters, Response, classify, digest, retry_after
 from bot.item import Attachment, File, Item
 from bot.logs import fields
-from bot.sources.base import PollResult, Source
+from bot.sources.base import Known, PollResult, Source, nothing_known
 from bot.text import find_links, html_to_text
 
 log = logging.getLogger("inboxbot.sources.minutemail")
@@ -97,7 +97,9 @@ class MinuteMailSource(Source):
         self.address: str | None = None  # the mailbox's address, asked once
         self.quota_low = False
 
-    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+    async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
+        """One request (the list holds every mail, bodies too), plus the mailbox's address
+        at the first poll. There are no pages, so the ledger is not asked."""
         if self.address is None:
             box = await self._json("GET", self.mailbox)
             self.address = str(box.get("address") or "") if isinstance(box, dict) else ""
@@ -105,7 +107,7 @@ class MinuteMailSource(Source):
         mails = data.get("items") if isinstance(data, dict) else None
         if not isinstance(mails, list):
             raise TransientError("no items list in the mail listing", service=self.name)
-        return PollResult([self._item(m) for m in mails], None)
+        return PollResult(oldest_first([self._item(m) for m in mails]), None)
 
     def _item(self, m: Any) -> Item:
         try:
@@ -215,6 +217,14 @@ class MinuteMailSource(Source):
             status=429,
             retry_after=QUOTA_RETRY,
         )
+
+
+def oldest_first(items: list[Item]) -> list[Item]:
+    """The listing's order is not documented: a newest-first list is turned round, then
+    sorted by time (stably, so mail of the same second keeps that order)."""
+    if len(items) > 1 and items[0].created_at > items[-1].created_at:
+        items = items[::-1]
+    return sorted(items, key=lambda i: i.created_at)
 
 
 def normalize(m: Mapping[str, Any], *, account: str, recipient: str = "") -> Item:

@@ -10,12 +10,14 @@
       every: 1m
       rate: 10                            # calls per minute per route: the server's default
 
-A poll asks ``subscriptions.get?updatedSince=`` which DM rooms changed, then reads only
-those rooms' ``dm.history`` with ``showThreadMessages=true`` (thread replies included),
-from the newest message seen in the room. The first poll reads, in each room with unread
-activity, the messages since the user last looked (the newest 50). The user's own and
-system messages are never items. The cursor is JSON: the newest subscription update and the
-newest message time per room (at most 200 rooms).
+A poll asks ``subscriptions.get?updatedSince=`` which DM rooms changed (one request when
+nothing did), then reads only those rooms' ``dm.history`` with ``showThreadMessages=true``
+(thread replies included), from the newest message seen in the room, paging back to the
+first page holding a message the feed has seen. The first poll reads, in each room with
+unread activity, the messages since the user last looked (the newest 50). The user's own
+and system messages are never items. The cursor is JSON: the newest subscription update
+(the server's ``_updatedAt``, not our clock) and the newest message time per room (at
+most 200 rooms).
 
 Rocket.Chat allows 10 calls per minute per route and client IP by default, so each route
 has its own limiter, shared by every account on the server. ``realtime: true`` is accepted
@@ -44,7 +46,7 @@ from bot.errors import AuthError, GoneError, PermanentError, RemoteError, Transi
 from bot.http import HttpClient, Limiters, Response, classify
 from bot.item import Attachment, Item
 from bot.logs import fields
-from bot.sources.base import PollResult, Source
+from bot.sources.base import Known, PollResult, Source, nothing_known
 from bot.text import find_links
 
 log = logging.getLogger("inboxbot.sources.rocketchat")
@@ -160,7 +162,7 @@ class RocketChatSource(Source):
 
     # --- poll ----------------------------------------------------------------------------
 
-    async def poll(self, feed: str, cursor: str | None) -> PollResult:
+    async def poll(self, feed: str, cursor: str | None, known: Known = nothing_known) -> PollResult:
         state = DmCursor.load(cursor)
         data = await self._call("GET", "subscriptions.get", params=state.query())
         subs = self._objects(data, "update")
@@ -171,7 +173,7 @@ class RocketChatSource(Source):
                     continue
                 rid = str(sub["rid"])
                 oldest = state.oldest(rid) if state.since else _time_or_none(sub.get("ls"))
-                for m in await self._history(rid, oldest, first=state.since is None):
+                for m in await self._history(rid, oldest, known, first=state.since is None):
                     created = parse_time(m["ts"])
                     rooms[rid] = max(created, rooms.get(rid, created))
                     if self._wanted(m):
@@ -183,10 +185,11 @@ class RocketChatSource(Source):
         return PollResult(ordered, after.dump())
 
     async def _history(
-        self, rid: str, oldest: datetime | None, *, first: bool
+        self, rid: str, oldest: datetime | None, known: Known, *, first: bool
     ) -> list[dict[str, Any]]:
         """Every message after ``oldest`` (newest ``count`` only on the first poll), paging
-        back with ``latest``; a room that is gone has none."""
+        back with ``latest`` up to the first page holding a message the feed has seen; a
+        room that is gone has none."""
         count = FIRST_POLL_COUNT if first else PAGE
         params = {"roomId": rid, "count": str(count), "showThreadMessages": "true",
                   "inclusive": "true", **({"oldest": iso(oldest)} if oldest else {})}  # fmt: skip
@@ -199,7 +202,7 @@ class RocketChatSource(Source):
             batch = self._objects(data, "messages")
             fresh = [m for m in batch if str(m.get("_id")) not in found]
             found.update((str(m.get("_id")), m) for m in batch)
-            if first or len(batch) < count or not fresh:
+            if first or len(batch) < count or not fresh or known(list(map(_id, batch))):
                 return list(reversed(found.values()))  # oldest first
             params["latest"] = iso(min(parse_time(m["ts"]) for m in batch))
 
@@ -327,6 +330,10 @@ def _reset_after(resp: Response, error: str) -> float:
     except ValueError:
         waited = _WAIT.search(error)
         return float(waited.group(1)) if waited else RATE_PERIOD
+
+
+def _id(m: Mapping[str, Any]) -> str:
+    return str(m.get("_id"))
 
 
 def _updated(sub: Mapping[str, Any]) -> datetime | None:

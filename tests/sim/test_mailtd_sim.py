@@ -515,3 +515,22 @@ def test_realistic_mail(mail_sim: MailTdSim, alice: SimAccount) -> None:
     assert any(m.text_body is None and m.html_body for m in mails)
     assert any(a[1] == "application/pdf" for m in mails for a in m.attachments)
     assert set(realistic_message(random.Random(1))) >= {"sender", "subject", "from_name"}
+
+
+# Request counts, per kind.
+
+
+async def test_requests_are_counted_per_kind_refused_ones_too(
+    mail_sim: MailTdSim, alice: SimAccount, http: aiohttp.ClientSession
+) -> None:
+    mid = add(mail_sim, alice)
+    await call(http, "GET", inbox(alice))
+    await call(http, "GET", inbox(alice, "?page=2"))
+    await call(http, "GET", inbox(alice, f"/{mid}"))
+    await call(http, "PUT", inbox(alice, f"/{mid}/read"))
+    async with aiohttp.ClientSession(mail_sim.base_url) as anon:
+        assert (await call(anon, "GET", inbox(alice)))[0] == 401
+        assert await call(anon, "GET", "/_sim/requests/counts") == (200, {
+            "messages.list": 3, "messages.detail": 1,
+            "PUT /api/accounts/{account_id}/messages/{id}/read": 1,
+        })  # fmt: skip
