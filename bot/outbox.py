@@ -88,8 +88,8 @@ def resolve(store: Store, refs: Sequence[str], allowed: Sequence[str], verb: str
         if not found:
             raise OutboxError(f"no step {ref} in the outbox (`inboxbot outbox` lists them)")
         if len(found) > 1:
-            starts = ", ".join(sid[: len(prefix) + 4] for sid, _ in found)
-            raise OutboxError(f"step {ref} is ambiguous ({starts}…); give more of its id")
+            starts = ", ".join(sid[: len(prefix) + 4] + "…" for sid, _ in found)
+            raise OutboxError(f"step {ref} is ambiguous ({starts}); give more of its id")
         ((sid, status),) = found
         if status not in allowed:
             raise OutboxError(f"step {sid} is {status}: nothing to {verb}")
@@ -141,8 +141,8 @@ def show(steps: Sequence[StepView], now: float, as_json: bool) -> None:
         for s in steps
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1])
+    for *cells, error in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)), error]))
 
 
 def step_json(s: StepView) -> dict[str, Any]:
