@@ -142,7 +142,8 @@ def show(steps: Sequence[StepView], now: float, as_json: bool) -> None:
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for *cells, error in rows:
-        print("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), error]).rstrip())
+        padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
+        print("  ".join([*padded, error]).rstrip())
 
 
 def step_json(s: StepView) -> dict[str, Any]:
