@@ -380,8 +380,11 @@ class Store:
                 if failed:  # cancel_actions left no error on the actions it cancelled
                     db.execute(
                         "UPDATE steps SET status=?, done_at=NULL WHERE feed=? AND item_id=? "
-                        "AND rule=? AND kind='act' AND status=? AND last_error IS NULL",
-                        (PENDING, *failed, CANCELLED),
+                        "AND rule=? AND kind='act' AND status=? AND last_error IS NULL AND NOT "
+                        "EXISTS (SELECT 1 FROM steps d WHERE d.feed=steps.feed AND d.item_id="
+                        "steps.item_id AND d.rule=steps.rule AND d.kind='deliver' AND d.status "
+                        "IN (?, ?))",  # while another delivery of the rule failed, they wait
+                        (PENDING, *failed, CANCELLED, FAILED, DROPPED),
                     )
         return changed
 

@@ -163,9 +163,14 @@ async def test_step_ids_unknown_ambiguous_or_malformed(setup: Setup) -> None:
     store = Store(setup.tmp / "state.db")  # two steps whose ids start alike
     item = Item("inbox", "messages", "email", "m1", datetime(2026, 1, 1, tzinfo=UTC))
     steps = [NewStep(f"abc{n}" + "0" * 28, "new-mail", "deliver", "hooks", {}, 0.0) for n in (1, 2)]
+    later = NewStep("d" * 32, "new-mail", "act", "mark_read", {}, time.time() + 3600)
     store.record_poll("inbox/messages", [item], None, now=0.0, skip=False)
-    store.save_plan("inbox/messages", item, steps, now=0.0)
+    store.save_plan("inbox/messages", item, [*steps, later], now=0.0)
+    store.release_actions("inbox/messages", 10, now=0.0)
     store.close()
+    code, status, _ = await inboxbot(config, "status")
+    assert "hooks: 2 queued (2 due now, 0 later), 0 failed" in status
+    assert "delayed actions: 1 waiting (mark_read ×1), next in 60m" in status
     for args, error in [
         (("retry", "abc"), "step abc is ambiguous (abc1000…, abc2000…); give more of its id"),
         (("drop", "abd"), "no step abd in the outbox (`inboxbot outbox` lists them)"),
@@ -180,4 +185,35 @@ async def test_step_ids_unknown_ambiguous_or_malformed(setup: Setup) -> None:
         assert error in err, (args, err)
     code, out, _ = await inboxbot(config, "drop", "ABC2")
     assert (code, out) == (0, "1 step dropped\n")
+    # the rule's action went with the dropped delivery
     assert [s["id"][:4] for s in await outbox(config)] == ["abc1"]
+
+
+def test_a_retried_delivery_brings_its_actions_back_once_no_other_delivery_failed(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "state.db")
+    item = Item("inbox", "messages", "email", "m1", datetime(2026, 1, 1, tzinfo=UTC))
+    steps = [NewStep(sid * 32, "r", kind, target, {}, 0.0)
+             for sid, kind, target in (("a", "deliver", "hooks"), ("b", "deliver", "screen"),
+                                       ("c", "act", "mark_read"))]  # fmt: skip
+    store.record_poll("inbox/messages", [item], None, now=0.0, skip=False)
+    store.save_plan("inbox/messages", item, steps, now=0.0)
+    store.release_actions("inbox/messages", 10, now=0.0)
+    for sid in ("a", "b"):  # both refused for good, as the pipeline records it
+        store.finish_step(sid * 32, now=1.0, status="failed", error="HTTP 400")
+        store.cancel_actions("inbox/messages", "m1", "r", now=1.0)
+
+    def statuses() -> dict[str, str]:
+        return {s.id[0]: s.status for s in store.steps(("pending", "failed", "cancelled"))}
+
+    assert statuses() == {"a": "failed", "b": "failed", "c": "cancelled"}
+    assert store.retry_steps(["a" * 32], now=2.0) == 1
+    assert statuses() == {"a": "pending", "b": "failed", "c": "cancelled"}  # b still failed
+    assert store.retry_steps(["b" * 32], now=2.0) == 1
+    assert statuses() == {"a": "pending", "b": "pending", "c": "pending"}
+    assert [s.id[0] for s in store.pending_steps("deliver")] == ["a", "b"]
+    assert store.drop_steps(["b" * 32, "c" * 32], now=3.0) == 1  # c was cancelled by b's drop
+    assert statuses() == {"a": "pending", "c": "cancelled"}
+    assert store.retry_steps(["b" * 32], now=4.0) == 0  # dropped stays dropped
+    store.close()
