@@ -115,6 +115,7 @@ async def test_health_readiness_and_metrics(setup: Setup, daemon: Daemon) -> Non
         'inboxbot_actions_total{action="mark_read",outcome="done"} 1.0',
         "inboxbot_outbox_depth 0.0",
         "inboxbot_config_last_reload_successful 1.0",
+        "inboxbot_config_last_reload_success_timestamp_seconds 1.7",
         'version="0.1.0"} 1.0',
         'inboxbot_poll_duration_seconds_bucket{account="inbox",feed="messages",le="0.5"}',
         'inboxbot_last_successful_poll_timestamp_seconds{account="inbox",feed="messages"}',
