@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot import __version__, tools
+from bot import __version__, outbox, tools
 from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors, RenderError
@@ -53,6 +53,11 @@ COMMANDS = {
     "render": "render a template (a name, or a .j2 file) for an item given as JSON",
     "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…})",
     "send-test": "send a test notification to one sink; print why it failed (exit 1) if it did",
+    "status": "each feed (last good poll, next poll, failing since and why), each sink (queued, "
+    "due, later, failed, last error), delayed actions; safe while the daemon runs",
+    "outbox": "list the steps not done yet: rule, item, target, tries, next try, last error",
+    "retry": "make steps due now, failed ones too; a running daemon sends them within seconds",
+    "drop": "end steps on purpose (recorded as dropped; their rule's actions are cancelled)",
 }
 
 
@@ -103,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("cases", type=Path, help="YAML file of rule tests")
         if name == "send-test":
             sub.add_argument("sink", help="the sink's name in the configuration")
+        outbox.add_arguments(name, sub)
     return p
 
 
@@ -144,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in helpers:
         return helper_command(args, loaded)
+    if args.command in outbox.COMMANDS:
+        return outbox.main(args, loaded, settings.state_path(loaded.config.state_file()))
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
     try:

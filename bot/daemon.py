@@ -64,6 +64,8 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.started = time.time()
         self.last_tick = time.monotonic()
+        self.refused: list[str] = []  # the last reload's errors, while it is not fixed
+        res.metrics.config_loaded(True, self.started)
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``), then stop within the bound."""
@@ -114,10 +116,14 @@ class Daemon:
         try:
             loaded = load(self.config_path)
         except (ConfigError, ConfigErrors) as err:
-            for line in str(err).splitlines():
+            self.refused = str(err).splitlines()
+            for line in self.refused:
                 log.error("reload refused, configuration kept", extra=fields(error=line))
+            self.res.metrics.config_loaded(False, time.time())
             self.notifier.ready(self.summary())
             return
+        self.refused = []
+        self.res.metrics.config_loaded(True, time.time())
         self.scheduler.pause()
         await self._wait_for_jobs(RELOAD_DRAIN)
         old = self.pipeline
@@ -125,6 +131,8 @@ class Daemon:
         self.scrubber.update(secret_values(loaded.config))
         self.pipeline.last_success.update(old.last_success)
         self.pipeline.health = old.health
+        old.health.attach(self.pipeline.store)  # the new pipeline's fresh Health cleared it
+        carry_over(old, self.pipeline)
         await close(old)
         await start(self.pipeline)
         self._schedule_feeds()
@@ -240,7 +248,31 @@ class Daemon:
                 problems.append(f"feed {feed.key}: last successful poll {now - last:.0f}s ago")
         for sink, attempts in self.pipeline.store.struggling_sinks(STUCK_ATTEMPTS).items():
             problems.append(f"sink {sink}: a notification failed {attempts} times")
+        for sink, reason in sorted(self.pipeline.health.refused("sink ").items()):
+            if sink in self.loaded.config.sinks:
+                problems.append(f"sink {sink}: credentials refused: {reason}")
+        if self.refused:
+            more = f" (and {len(self.refused) - 1} more)" if len(self.refused) > 1 else ""
+            problems.append(
+                f"configuration reload refused, the previous one runs: {self.refused[0]}{more}"
+            )
         return problems
+
+
+def carry_over(old: Pipeline, new: Pipeline) -> None:
+    """What a reload keeps of the backoff: a failing feed whose account did not change keeps
+    resting; one whose account changed is polled at its next turn, and deliveries waiting
+    for a sink whose configuration changed are due now (the user probably fixed them)."""
+    was, now = old.config, new.config
+    changed = {name for name, account in now.accounts.items() if was.accounts.get(name) != account}
+    for key, resting in old._resting.items():
+        if key.split("/")[0] in changed:
+            log.info("backoff reset", extra=fields(feed=key, reason="configuration changed"))
+        else:
+            new._resting[key] = resting
+    for name, sink in now.sinks.items():
+        if was.sinks.get(name) != sink and new.store.due_now(name, now=new.clock.time()):
+            log.info("backoff reset", extra=fields(sink=name, reason="configuration changed"))
 
 
 async def once(pipeline: Pipeline, feeds: list[Feed], *, grace: float = 0.0) -> int:

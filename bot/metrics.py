@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bot import __version__
 
 FEED = ("account", "feed")
 
@@ -39,6 +43,23 @@ class Metrics:
         self.outbox_oldest = Gauge(
             "inboxbot_outbox_oldest_age_seconds", "Age of the oldest pending step", registry=r
         )
+        self.reload_ok = Gauge(
+            "inboxbot_config_last_reload_successful",
+            "Whether the last configuration load (start or SIGHUP) was taken (1) or refused (0)",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            "inboxbot_config_last_reload_success_timestamp_seconds",
+            "When a configuration was last taken",
+            registry=r,
+        )
+        build = Gauge("inboxbot_build_info", "The version", ("version", "python"), registry=r)
+        build.labels(__version__, platform.python_version()).set(1)
+
+    def config_loaded(self, ok: bool, now: float) -> None:
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(now)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

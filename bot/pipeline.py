@@ -45,7 +45,7 @@ log = logging.getLogger("inboxbot.pipeline")
 
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 3600.0
-AUTH_RETRY = 900.0
+AUTH_RETRY_CAP = 120.0  # refused credentials: tried again within 2 min, in case they were fixed
 FEED_REST_CAP = 1800.0  # a failing feed is polled at least every 30 min
 BROKEN_FEED_REST = 900.0  # refused credentials, a vanished mailbox: from 15 min up to 6 h
 DEDUP_HORIZON = timedelta(days=365)
@@ -70,6 +70,14 @@ def backoff(attempts: int, hint: float | None) -> float:
     delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts, 20))
     delay *= random.uniform(0.5, 1.0)
     return max(delay, hint) if hint is not None else delay
+
+
+def retry_delay(attempts: int, err: TransientError | AuthError) -> float:
+    """When a refused step is tried again: refused credentials are tried again within
+    ``AUTH_RETRY_CAP`` (a reload with changed ones makes it due at once)."""
+    if isinstance(err, AuthError):
+        return min(AUTH_RETRY_CAP, backoff(attempts, None))
+    return backoff(attempts, err.retry_after)
 
 
 def rest(failures: int, err: RemoteError, every: float) -> float:
@@ -99,6 +107,7 @@ class Pipeline:
         self._resting: dict[str, tuple[int, float]] = {}  # feed → (failures in a row, until)
         self._shown: dict[tuple[str, str], FeedState] = {}  # (sink, feed) → state it shows
         self.last_success: dict[str, float] = {}  # feed → time of its last good poll
+        self.health.attach(self.store)  # what fails is recorded for `inboxbot status`
         self._sink_limits = {
             name: RateLimiter(*rate, margin=0.0)
             for name, sink in self.sinks.items()
@@ -126,9 +135,9 @@ class Pipeline:
                 )
         except RemoteError as err:
             self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
-            self.health.failed(feed.key, err)
             wait = rest(failures + 1, err, feed.every.total_seconds())
             self._resting[feed.key] = (failures + 1, self.clock.time() + wait)
+            self.health.failed(feed.key, err, retry_at=self.clock.time() + wait)
             raise
         self._resting.pop(feed.key, None)
         self.last_success[feed.key] = self.clock.time()
@@ -312,9 +321,8 @@ class Pipeline:
         except (TransientError, AuthError) as err:
             self.metrics.notifications.labels(sink.name, "retry").inc()
             self.health.failed(key, err)
-            hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
             self.store.retry_step(
-                step.id, due_at=self.clock.time() + backoff(step.attempts, hint), error=str(err)
+                step.id, due_at=self.clock.time() + retry_delay(step.attempts, err), error=str(err)
             )
             return False
         except PermanentError as err:
@@ -386,9 +394,8 @@ class Pipeline:
         except (TransientError, AuthError) as err:
             self.metrics.actions.labels(action, "retry").inc(len(steps))
             self.health.failed(f"{account} actions", err)
-            hint = AUTH_RETRY if isinstance(err, AuthError) else err.retry_after
             for s in steps:
-                due = self.clock.time() + backoff(s.attempts, hint)
+                due = self.clock.time() + retry_delay(s.attempts, err)
                 self.store.retry_step(s.id, due_at=due, error=str(err))
             return
         except PermanentError as err:

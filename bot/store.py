@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import InboxbotError
+from bot.health import Failing
 from bot.item import Item
 
 MIGRATIONS = (
@@ -34,6 +35,12 @@ MIGRATIONS = (
         due_at REAL NOT NULL, last_error TEXT, created_at REAL NOT NULL, done_at REAL);
     CREATE INDEX steps_pending ON steps (status, kind, seq);
     CREATE INDEX steps_item ON steps (feed, item_id, rule);
+    """,
+    # what is failing (feeds, sinks, actions; Health's keys), for `inboxbot status`
+    """
+    CREATE TABLE failing (
+        key TEXT PRIMARY KEY, since REAL NOT NULL, reason TEXT NOT NULL,
+        auth INTEGER NOT NULL, retry_at REAL);
     """,
 )
 
@@ -69,6 +76,23 @@ class NewStep:
     error: str = ""  # a step that could not be rendered: stored as failed, with this
 
 
+@dataclass(frozen=True)
+class StepView:
+    """A step as ``inboxbot outbox`` shows it."""
+
+    id: str
+    status: str
+    kind: str
+    target: str
+    rule: str
+    feed: str
+    item_id: str
+    attempts: int
+    due_at: float
+    last_error: str | None
+    created_at: float
+
+
 class StoreError(InboxbotError):
     """The state database cannot be opened."""
 
@@ -88,12 +112,16 @@ class Store:
         self.db.close()
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
+        if self._version() == len(MIGRATIONS):
+            return
+        with self.transaction():  # read again under the lock: another process may migrate too
+            for number, script in enumerate(MIGRATIONS[self._version() :], self._version() + 1):
                 for statement in filter(str.strip, script.split(";")):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={number}")
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -302,6 +330,100 @@ class Store:
                 "DELETE FROM items WHERE data IS NULL AND state!=? AND seen_at<?",
                 (NEW, forget_before),
             )
+
+    # --- seen and handled from the command line (`inboxbot status|outbox|retry|drop`) ---
+
+    def record_failing(self, key: str, failing: Failing) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO failing (key, since, reason, auth, retry_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key, failing.since, failing.reason, int(failing.auth), failing.retry_at),
+        )
+
+    def clear_failing(self, key: str | None = None) -> None:
+        """One key recovered; without a key, all."""
+        if key is None:
+            self.db.execute("DELETE FROM failing")
+        else:
+            self.db.execute("DELETE FROM failing WHERE key=?", (key,))
+
+    def failing(self) -> dict[str, Failing]:
+        rows = self.db.execute("SELECT key, since, reason, auth, retry_at FROM failing")
+        return {key: Failing(why, since, bool(auth), at) for key, since, why, auth, at in rows}
+
+    def polled(self) -> dict[str, float]:
+        """Each feed's last good poll."""
+        return dict(self.db.execute("SELECT feed, polled_at FROM feeds").fetchall())
+
+    def steps(self, statuses: Sequence[str], sink: str | None = None) -> list[StepView]:
+        """Steps in one of ``statuses`` (deliveries to ``sink`` only, if given), oldest first."""
+        marks = ",".join("?" * len(statuses))
+        where = f"status IN ({marks})" + (" AND kind='deliver' AND target=?" if sink else "")
+        rows = self.db.execute(
+            "SELECT id, status, kind, target, rule, feed, item_id, attempts, due_at, "
+            f"last_error, created_at FROM steps WHERE {where} ORDER BY seq",
+            (*statuses, *([sink] if sink else [])),
+        )
+        return [StepView(*row) for row in rows]
+
+    def step_ids(self, prefix: str, limit: int = 3) -> list[tuple[str, str]]:
+        """Up to ``limit`` (id, status) of the steps whose id starts with ``prefix`` (hex)."""
+        rows = self.db.execute(
+            "SELECT id, status FROM steps WHERE id>=? AND id<? ORDER BY id LIMIT ?",
+            (prefix, prefix + "g", limit),
+        )
+        return [(sid, status) for sid, status in rows]
+
+    def retry_steps(self, ids: Sequence[str], *, now: float) -> int:
+        """Make pending steps due now, and failed ones pending and due now (with the
+        actions their failure cancelled); returns how many steps changed."""
+        with self.transaction() as db:
+            changed = 0
+            for sid in ids:
+                failed = db.execute(
+                    "SELECT feed, item_id, rule FROM steps WHERE id=? AND status=? AND kind=?",
+                    (sid, FAILED, "deliver"),
+                ).fetchone()
+                changed += db.execute(
+                    "UPDATE steps SET status=?, due_at=min(due_at, ?), done_at=NULL "
+                    "WHERE id=? AND status IN (?, ?)",
+                    (PENDING, now, sid, PENDING, FAILED),
+                ).rowcount
+                if failed:  # cancel_actions left no error on the actions it cancelled
+                    db.execute(
+                        "UPDATE steps SET status=?, done_at=NULL WHERE feed=? AND item_id=? "
+                        "AND rule=? AND kind='act' AND status=? AND last_error IS NULL AND NOT "
+                        "EXISTS (SELECT 1 FROM steps d WHERE d.feed=steps.feed AND d.item_id="
+                        "steps.item_id AND d.rule=steps.rule AND d.kind='deliver' AND d.status "
+                        "IN (?, ?))",  # while another delivery of the rule failed, they wait
+                        (PENDING, *failed, CANCELLED, FAILED, DROPPED),
+                    )
+        return changed
+
+    def drop_steps(self, ids: Sequence[str], *, now: float) -> int:
+        """End unfinished steps on purpose; a dropped delivery cancels its rule's actions."""
+        with self.transaction() as db:
+            changed = 0
+            for sid in ids:
+                row = db.execute(
+                    "SELECT feed, item_id, rule, kind FROM steps WHERE id=? AND status IN "
+                    "(?, ?, ?)",
+                    (sid, PENDING, HELD, FAILED),
+                ).fetchone()
+                if row is None:
+                    continue
+                db.execute("UPDATE steps SET status=?, done_at=? WHERE id=?", (DROPPED, now, sid))
+                changed += 1
+                if row[3] == "deliver":
+                    self.cancel_actions(row[0], row[1], row[2], now=now)
+        return changed
+
+    def due_now(self, sink: str, *, now: float) -> int:
+        """Pending deliveries to ``sink`` waiting for a retry become due now."""
+        return self.db.execute(
+            "UPDATE steps SET due_at=? WHERE status=? AND kind='deliver' AND target=? AND due_at>?",
+            (now, PENDING, sink, now),
+        ).rowcount
 
 
 def _initial(step: NewStep) -> str:

@@ -124,3 +124,17 @@ async def test_a_template_failing_on_an_item_is_a_failed_step_not_a_lost_one(
     assert [(k, t, s) for k, t, s, _ in rows] == [("deliver", "hooks", "failed")]
     assert "rules.yaml:3" in rows[0][3] and "has no element 1" in rows[0][3], rows
     assert setup.hook.received == []
+
+
+async def test_a_failed_render_fixed_in_the_rule_is_sent_by_retry(setup: Setup) -> None:
+    rules = MINIMAL_RULES.replace("{{ item.sender }}", "{{ item.sender.split('@')[1] }}")
+    config = minimal(setup, setup.tmp / "conf", rules)
+    config.write_text(config.read_text() + "backlog: notify\n")
+    sent = setup.sim.add_message(setup.account, sender="postmaster", subject="no domain")
+    assert (await inboxbot("once", "--config", str(config), cwd=setup.tmp))[0] == 1
+    (config.parent / "rules.yaml").write_text(MINIMAL_RULES)  # the user fixes the template
+    code, out = await inboxbot("retry", "--sink", "hooks", "--config", str(config), cwd=setup.tmp)
+    assert code == 0 and "1 step" in out, out
+    code, out = await inboxbot("once", "--config", str(config), cwd=setup.tmp)
+    assert code == 0, out
+    assert [(b["item_id"], b["message"]) for b in setup.hook.received] == [(sent, "postmaster")]

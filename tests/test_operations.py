@@ -8,12 +8,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bot.store import Store
 from tests.conftest import Setup
 
 
@@ -113,6 +114,9 @@ async def test_health_readiness_and_metrics(setup: Setup, daemon: Daemon) -> Non
         'inboxbot_notifications_total{outcome="delivered",sink="hooks"} 1.0',
         'inboxbot_actions_total{action="mark_read",outcome="done"} 1.0',
         "inboxbot_outbox_depth 0.0",
+        "inboxbot_config_last_reload_successful 1.0",
+        "inboxbot_config_last_reload_success_timestamp_seconds 1.7",
+        'version="0.1.0"} 1.0',
         'inboxbot_poll_duration_seconds_bucket{account="inbox",feed="messages",le="0.5"}',
         'inboxbot_last_successful_poll_timestamp_seconds{account="inbox",feed="messages"}',
     ]:
@@ -143,10 +147,12 @@ async def test_sighup_keeps_a_bad_configuration_out_and_takes_a_good_one(
     daemon.config.write_text(good.replace("every: 1s", "every: soon"))
     daemon.proc.send_signal(signal.SIGHUP)
     await daemon.wait_for('event="reload refused, configuration kept"')
-    assert (
-        f"{daemon.config}:7: accounts.inbox.every: 'soon' is not a duration"
-        in daemon.log.read_text()
-    )
+    refusal = f"{daemon.config}:7: accounts.inbox.every: 'soon' is not a duration"
+    assert refusal in daemon.log.read_text()
+    status, body = await daemon.get("/readyz")
+    assert status == 503
+    assert f"configuration reload refused, the previous one runs: {refusal}" in body
+    assert "inboxbot_config_last_reload_successful 0.0" in (await daemon.get("/metrics"))[1]
     second = setup.sim.add_account("bob@mail.td")
     setup.sim.add_message(second, sender="a@example.com", subject="for bob", text_body="x")
     daemon.config.write_text(good.replace("sinks:", f"""\
@@ -160,6 +166,8 @@ sinks:"""))  # fmt: skip
     daemon.proc.send_signal(signal.SIGHUP)
     await daemon.wait_for("event=reloaded")
     assert any(m.startswith("STATUS=2 feeds") for m in daemon.received())
+    assert "reload refused" not in (await daemon.get("/readyz"))[1]
+    assert "inboxbot_config_last_reload_successful 1.0" in (await daemon.get("/metrics"))[1]
     deadline = time.monotonic() + 15
     while not any(b["account"] == "bob" for b in setup.hook.received):
         assert time.monotonic() < deadline, "the added feed was never polled"
@@ -180,3 +188,67 @@ async def test_healthcheck_command(daemon: Daemon) -> None:
     await daemon.start()
     await daemon.wait_for("READY=1")
     assert await healthcheck() == 0
+
+
+async def test_a_refused_sink_fixed_and_reloaded_delivers_within_seconds(
+    setup: Setup, daemon: Daemon
+) -> None:
+    setup.hook.token = "right"  # the receiver refuses every other token with 401
+    plain = f'hooks: {{type: webhook, url: "{setup.hook.url}"}}'
+    good = daemon.config.read_text()
+    with_token = good.replace(plain, plain[:-1] + ', headers: {Authorization: "Bearer %s"}}')
+    daemon.config.write_text(with_token % "wrong")
+    setup.sim.add_message(setup.account, sender="a@example.com", subject="code 1234", text_body="x")
+    await daemon.start()
+    await daemon.wait_for("READY=1")
+    await until(lambda: setup.hook.refused >= 1, "refused the token")
+    status, body = await daemon.get("/readyz")
+    assert status == 503 and "sink hooks: credentials refused: hooks: POST" in body, body
+    assert "HTTP 401" in body and "wrong" not in body
+    await until(lambda: setup.hook.refused >= 2, "tried again")
+    store = Store(setup.tmp / "state.db")
+    (waiting,) = [s for s in store.steps(("pending",)) if s.kind == "deliver"]
+    store.close()
+    assert waiting.due_at > time.time() + 3  # its backoff: 5 to 10 s after the second refusal
+    daemon.config.write_text(with_token % "right")
+    daemon.proc.send_signal(signal.SIGHUP)
+    started = time.time()
+    await until(lambda: setup.hook.received, "delivered after the reload", seconds=5)
+    assert time.time() < waiting.due_at and time.time() - started < 4
+    assert 'event="backoff reset" sink=hooks' in daemon.log.read_text()
+    await until_ready(daemon)
+
+
+async def test_a_reload_polls_a_changed_account_at_once_and_lets_the_others_rest(
+    setup: Setup, daemon: Daemon
+) -> None:
+    good = daemon.config.read_text()
+    daemon.config.write_text(good.replace(setup.account.token, "td_wrong"))
+    setup.sim.add_message(setup.account, sender="a@example.com", subject="hi", text_body="x")
+    await daemon.start()
+    await daemon.wait_for("event=failing")  # refused credentials: the feed rests 15 min
+    polls = len(setup.sim.requests)
+    daemon.proc.send_signal(signal.SIGHUP)  # nothing changed: it keeps resting
+    await daemon.wait_for("event=reloaded")
+    await asyncio.sleep(2.5)
+    assert len(setup.sim.requests) == polls
+    daemon.config.write_text(good)
+    daemon.proc.send_signal(signal.SIGHUP)
+    started = time.monotonic()
+    await until(lambda: setup.hook.received, "polled and delivered after the reload", seconds=5)
+    assert time.monotonic() - started < 4
+    assert 'event="backoff reset" feed=inbox/messages' in daemon.log.read_text()
+
+
+async def until(probe: Callable[[], object], what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not probe():
+        assert time.monotonic() < deadline, f"never {what}"
+        await asyncio.sleep(0.05)
+
+
+async def until_ready(daemon: Daemon) -> None:
+    deadline = time.monotonic() + 20
+    while (answer := await daemon.get("/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, f"never ready again: {answer}"
+        await asyncio.sleep(0.3)

@@ -1,7 +1,8 @@
 """A webhook receiver for tests and benchmarks: records every POST, fails on request.
 
 It dedups nothing itself: ``keys`` counts each ``Idempotency-Key`` so a test can
-see duplicates, which a real receiver would drop.
+see duplicates, which a real receiver would drop. With ``token`` set, a POST without
+``Authorization: Bearer <token>`` is refused with 401, as long as the token stays set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class HookReceiver:
         self.keys: Counter[str] = Counter()
         self.failures: list[Failure] = []
         self.delay = 0.0
+        self.token: str | None = None
+        self.refused = 0  # POSTs answered 401 for a wrong or missing token
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -41,6 +44,10 @@ class HookReceiver:
     async def _hook(self, request: web.Request) -> web.Response:
         if self.delay:
             await asyncio.sleep(self.delay)
+        wanted = f"Bearer {self.token}"
+        if self.token is not None and request.headers.get("Authorization") != wanted:
+            self.refused += 1
+            return web.json_response({"error": "unauthorized"}, status=401)
         if self.failures:
             failure = self.failures[0]
             failure.count -= 1
