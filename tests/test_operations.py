@@ -5,80 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-
-import aiohttp
-import pytest
+from collections.abc import Callable
 
 from bot.store import Store
-from tests.conftest import Setup
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    """`inboxbot run` in a subprocess with a notify socket and an HTTP port."""
-
-    def __init__(self, config: Path, tmp: Path) -> None:
-        self.config, self.port = config, free_port()
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(tmp / "notify.sock"))
-        self.notify.setblocking(False)
-        self.messages: list[str] = []
-        self.log = tmp / "daemon.log"
-        self.log.touch()
-
-    async def start(self) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": self.notify.getsockname(), "WATCHDOG_USEC": "400000",
-               "INBOXBOT_LISTEN": f"127.0.0.1:{self.port}"}  # fmt: skip
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "--config", str(self.config), "run",
-                stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env, cwd=self.config.parent,
-            )  # fmt: skip
-
-    def received(self) -> list[str]:
-        while True:
-            try:
-                self.messages += self.notify.recv(4096).decode().splitlines()
-            except BlockingIOError:
-                return self.messages
-
-    async def wait_for(self, line: str, seconds: float = 20) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if any(m.startswith(line) for m in self.received()) or line in self.log.read_text():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"never saw {line!r}; notify: {self.received()[-5:]}\n{self.log.read_text()}"
-        )
-
-    async def get(self, path: str) -> tuple[int, str]:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as s,
-            s.get(f"http://127.0.0.1:{self.port}{path}") as r,
-        ):
-            return r.status, await r.text()
-
-
-@pytest.fixture
-async def daemon(setup: Setup) -> AsyncIterator[Daemon]:
-    d = Daemon(setup.write(), setup.tmp)
-    yield d
-    if d.proc.returncode is None:
-        d.proc.kill()
-        await d.proc.wait()
-    d.notify.close()
+from tests.conftest import Daemon, Setup
 
 
 async def test_sd_notify_ready_watchdog_and_stopping(daemon: Daemon) -> None:

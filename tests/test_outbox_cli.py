@@ -8,17 +8,14 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.item import Item
 from bot.store import NewStep, Store
-from tests.conftest import Setup
-from tests.test_operations import Daemon
+from tests.conftest import Daemon, Setup
 
 
 async def inboxbot(config: Path, *args: str) -> tuple[int, str, str]:
@@ -48,16 +45,6 @@ async def eventually(probe: Callable[[], Any], what: str, seconds: float = 15) -
             return result
         assert time.monotonic() < deadline, f"never {what}"
         await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def daemon(setup: Setup) -> AsyncIterator[Daemon]:
-    d = Daemon(setup.write(), setup.tmp)
-    yield d
-    if d.proc.returncode is None:
-        d.proc.kill()
-        await d.proc.wait()
-    d.notify.close()
 
 
 def subjects(setup: Setup) -> list[str]:

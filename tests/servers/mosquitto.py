@@ -25,6 +25,8 @@ from typing import Literal
 
 import pytest
 
+from tests.conftest import free_port
+
 INSTALL_HINT = "Mosquitto not installed: run tests/servers/install.sh (needs root)"
 USERNAME = "inboxbot"
 PASSWORD = "s3cret-broker-pass"
@@ -36,12 +38,6 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Mosquitto:

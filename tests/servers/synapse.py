@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,8 @@ from typing import Any
 from urllib.parse import quote
 
 import yaml
+
+from tests.conftest import free_port
 
 VENV = Path(__file__).resolve().parents[2] / ".cache" / "synapse"
 PYTHON = VENV / "bin" / "python"
@@ -48,13 +49,6 @@ def missing() -> str | None:
     if not REGISTER.exists():
         return "Synapse not installed: run tests/servers/install.sh"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def request(

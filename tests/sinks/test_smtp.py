@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +25,7 @@ from bot.errors import AuthError, PermanentError, TransientError
 from bot.item import File
 from bot.sinks.base import Notification
 from bot.sinks.smtp import SmtpConfig, SmtpSink
-from tests.conftest import Setup
+from tests.conftest import Setup, free_port
 from tests.sinks.shared import FEED, deliver_round
 
 PASSWORD = "s3cret-smtp-pass"
@@ -74,13 +73,6 @@ def login(server: SmtpServer, session: Session, envelope: Envelope, mechanism: s
     if good and auth_data.password == PASSWORD.encode():
         return AuthResult(success=True)
     return AuthResult(success=False, handled=False)  # else the client waits forever
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
