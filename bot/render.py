@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,8 +38,8 @@ from bot.item import Item
 from bot.markup import Escaper, escape_markdown
 from bot.text import find_links, html_to_text
 
-ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item) if f.name != "complete") | {"age"}
-ATTACHMENT_FIELDS = ("name", "content_type", "size")
+ITEM_NAMES = (*(f.name for f in dataclasses.fields(Item) if f.name != "complete"), "age")
+ITEM_FIELDS = frozenset(ITEM_NAMES)
 BLOCKS = ("title", "message")
 ESCAPE = "inboxbot escape"  # a context key no template can assign: the sink's escaper
 _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
@@ -118,11 +118,14 @@ class FieldUndefined(StrictUndefined):
 
     @property
     def _undefined_message(self) -> str:
-        fields = self._undefined_obj
-        if isinstance(fields, Fields) and isinstance(self._undefined_name, str):
-            known = ", ".join(fields)
-            return f"{fields.label!r} has no field {self._undefined_name!r} (fields: {known})"
+        fields, name = self._undefined_obj, self._undefined_name
+        if isinstance(fields, Fields) and isinstance(name, str) and self._undefined_hint is None:
+            return no_field(fields.label, name, fields)
         return str(super()._undefined_message)
+
+
+def no_field(label: str, name: str, fields: Iterable[str]) -> str:
+    return f"{label!r} has no field {name!r} (fields: {', '.join(fields)})"
 
 
 def template_context(
@@ -258,7 +261,7 @@ def _failure(err: Exception, label: str) -> RenderFailure:
     while tb is not None:
         template = tb.tb_frame.f_globals.get("__jinja_template__")
         if isinstance(template, Template):
-            where, filename = template.name or label, template.filename
+            where, filename = template.name or label, template.name and template.filename
             line = template.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
     reason = str(err) if isinstance(err, TemplateError) else ""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
@@ -21,10 +21,12 @@ from bot.conditions import Compiled, Context, WhenCompiler, union_fields
 from bot.config import Model, parse_duration, validation_errors
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import DETAIL_FIELDS, Item
+from bot.prove import Prover, Target
 from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
 PRIORITIES = ("min", "low", "default", "high", "urgent")
+T = TypeVar("T")
 
 
 def _priority(value: Any) -> Any:
@@ -197,6 +199,7 @@ class AccountCaps:
 
     type: str
     actions: Mapping[str, frozenset[str]]  # kind → actions
+    samples: Mapping[str, Item] = field(default_factory=dict)  # kind → a sample item
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ class SinkCaps:
     sink_type: str
     sends_item: bool = False  # whether it sends the whole item (so needs its detail)
     options: type[Model] = Model  # what its notify `options:` may hold
+    format: str = "text"  # what its messages are written in
 
 
 @dataclass
@@ -214,6 +218,7 @@ class RuleLoader:
     accounts: Mapping[str, AccountCaps]
     sinks: Mapping[str, SinkCaps]
     errors: list[ConfigError] = field(default_factory=list)
+    prover: Prover = field(default_factory=Prover)
 
     def load(self, files: Sequence[Path]) -> list[Rule]:
         rules: list[Rule] = []
@@ -262,10 +267,11 @@ class RuleLoader:
     def _compile(self, doc: YamlDoc, at: Path_, spec: RuleSpec) -> Rule:
         when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
         accounts = self._accounts(spec.when)
-        notify = tuple(self._notify(doc, (*at, "notify", i), n) for i, n in enumerate(spec.notify))
+        notify = tuple(
+            self._notify(doc, (*at, "notify", i), n, spec.name) for i, n in enumerate(spec.notify)
+        )
         then = tuple(
-            self._action(doc, (*at, "then", i), a, accounts, spec.when)
-            for i, a in enumerate(spec.then)
+            self._action(doc, (*at, "then", i), a, accounts, spec) for i, a in enumerate(spec.then)
         )
         extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
         used = union_fields(
@@ -279,7 +285,7 @@ class RuleLoader:
         full_item = any(self.sinks[n.sink].sends_item or n.options.get("attach") for n in notify)
         needs_detail = full_item or used is None or bool(used & DETAIL_FIELDS)
         line = doc.line(at)
-        return Rule(
+        rule = Rule(
             spec.name,
             doc.file,
             line,
@@ -291,6 +297,8 @@ class RuleLoader:
             needs_detail,
             accounts,
         )
+        self._prove(doc, at, rule, spec.when)
+        return rule
 
     def _accounts(self, when: Mapping[str, Any]) -> frozenset[str]:
         named = when.get("account")
@@ -309,7 +317,7 @@ class RuleLoader:
             names = {n for n in names if wanted & set(self.accounts[n].actions)}
         return frozenset(names)
 
-    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> Notify:
+    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule: str) -> Notify:
         if spec.sink not in self.sinks:
             allowed = ", ".join(sorted(self.sinks)) or "none configured"
             raise doc.error(
@@ -317,15 +325,68 @@ class RuleLoader:
                 f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}",
             )
         self._check_options(doc, at, spec)
-        line = doc.line(at)
+        where = f"notify[{at[-1]}]"
         if spec.template:
-            template = self.renderer.load(
-                spec.template, file=doc.file, line=doc.line((*at, "template"))
-            )
+            label, load = f"{where}.template {spec.template!r}", self.renderer.load
+            template = self._template(doc, rule, label, (*at, "template"), load, spec.template)
             return Notify(spec.sink, spec.priority, spec.options, template=template)
-        title = self.renderer.inline(spec.title or "", file=doc.file, line=line)
-        message = self.renderer.inline(spec.message or "", file=doc.file, line=line)
+        inline = self.renderer.inline
+        title = self._template(doc, rule, f"{where}.title", (*at, "title"), inline, spec.title)
+        message = self._template(
+            doc, rule, f"{where}.message", (*at, "message"), inline, spec.message
+        )
         return Notify(spec.sink, spec.priority, spec.options, title=title, message=message)
+
+    def _template(
+        self, doc: YamlDoc, rule: str, label: str, at: Path_, make: Callable[..., T],
+        source: str | None,
+    ) -> T | None:  # fmt: skip
+        """A compiled template, or None with its error recorded: every one of a file is told."""
+        line = doc.line(at)
+        try:
+            return make(source or "", file=doc.file, line=line)
+        except ConfigError as err:
+            if err.file == doc.file:
+                self.errors.append(
+                    ConfigError(f"rule {rule!r} {label}: {err.message}", err.file, err.line)
+                )
+            else:  # in a template file: told once, whichever rules use it
+                found = self.prover.error(
+                    rule, label, doc.file, line, err.file, err.line, err.message
+                )
+                self.errors += [found] if found else []
+            return None
+
+    def _prove(self, doc: YamlDoc, at: Path_, rule: Rule, when: Mapping[str, Any]) -> None:
+        """Each template of the rule rendered on a sample of each upstream kind it can see."""
+        targets = [t for i, n in enumerate(rule.notify) for t in self._targets(doc, at, i, n)]
+        targets += [
+            Target(f"then[{i}].{a.name}.message", a.message,
+                   doc.line((*at, "then", i, a.name, "message")), None)
+            for i, a in enumerate(rule.then) if a.message is not None
+        ]  # fmt: skip
+        kinds = when.get("kind")
+        wanted = {kinds} if isinstance(kinds, str) else set(kinds or ())
+        samples: dict[tuple[str, str], Item] = {}
+        for account in sorted(rule.accounts):
+            caps = self.accounts[account]
+            for kind, sample in caps.samples.items():
+                if not wanted or kind in wanted:
+                    samples.setdefault((caps.type, kind), sample)
+        found = self.prover.prove(
+            rule.name, doc.file, targets, [*samples.values()], [*rule.extract]
+        )
+        self.errors += found
+
+    def _targets(self, doc: YamlDoc, at: Path_, i: int, n: Notify) -> list[Target]:
+        fmt, where = self.sinks[n.sink].format, (*at, "notify", i)
+        if n.template:
+            label = f"notify[{i}].template {n.template.name!r}"
+            return [Target(label, n.template, doc.line((*where, "template")), fmt)]
+        return [
+            Target(f"notify[{i}].{key}", t, doc.line((*where, key)), fmt, escaped=key == "message")
+            for key, t in (("title", n.title), ("message", n.message)) if t is not None
+        ]  # fmt: skip
 
     def _check_options(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> None:
         caps = self.sinks[spec.sink]
@@ -356,10 +417,10 @@ class RuleLoader:
         at: Path_,
         raw: str | dict[str, Any],
         accounts: frozenset[str],
-        when: Mapping[str, Any],
+        rule: RuleSpec,
     ) -> Action:
         name, args = (raw, {}) if isinstance(raw, str) else _single(doc, at, raw)
-        kinds = when.get("kind")
+        kinds = rule.when.get("kind")
         for account in sorted(accounts):
             caps = self.accounts[account]
             for kind, allowed in caps.actions.items():
@@ -377,10 +438,13 @@ class RuleLoader:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
         template = (
-            self.renderer.inline(str(message), file=doc.file, line=doc.line(at))
+            self._template(
+                doc, rule.name, f"then[{at[-1]}].{name}.message", (*at, name, "message"),
+                self.renderer.inline, str(message),
+            )
             if message is not None
             else None
-        )
+        )  # fmt: skip
         return Action(name, delay, args, template)
 
 
