@@ -11,12 +11,12 @@ also in branches a sample does not take.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChainableUndefined, TemplateError, UndefinedError
+from jinja2 import ChainableUndefined, TemplateError
 from jinja2.defaults import DEFAULT_NAMESPACE
 from jinja2.filters import FILTERS as JINJA_FILTERS
 
@@ -33,6 +33,10 @@ from bot.render import (
     no_field,
     template_context,
 )
+from bot.yamlfile import Path_
+
+if TYPE_CHECKING:
+    from bot.rules import Rule
 
 NAMES = ("item", "rule", "account", "now")  # besides the extractions (and `format`)
 _UNDEFINED = re.compile(r"'(\w+)' is undefined")
@@ -42,17 +46,11 @@ _FILTER_CODE = {
 }
 
 
-class Unknowable(UndefinedError):
-    """Something done with a ``raw`` key the sample lacks: only a real record can tell."""
-
-
 class RawUnknown(ChainableUndefined):
-    """A ``raw`` key the sample lacks: empty, and so is each key under it."""
+    """A ``raw`` key the sample lacks: empty, and so is each key under it. What fails on it
+    (``+ 1``, ``| round``) only a real record can tell."""
 
     __slots__ = ()
-
-    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise Unknowable(self._undefined_message)
 
 
 class SampleRaw(dict[str, Any]):
@@ -75,9 +73,64 @@ class Target:
 
     label: str  # `notify[0].message`, `then[1].reply.message`, `notify[0].template 'email'`
     template: NamedTemplate | InlineTemplate
-    line: int | None  # of its key in the rule file
+    key: Path_  # where the rule gives it, from the rule: ("notify", 0, "message")
     format: str | None  # the sink's format; None: a reply (its context has no `format`)
     escaped: bool = True  # a message's outputs are escaped for the format; a title's are not
+
+
+def targets(rule: Rule, formats: Mapping[str, str]) -> list[Target]:
+    """Every template of ``rule``; ``formats`` maps each sink to its format."""
+    found: list[Target] = []
+    for i, n in enumerate(rule.notify):
+        fmt = formats[n.sink]
+        if n.template:
+            label = f"notify[{i}].template {n.template.name!r}"
+            found.append(Target(label, n.template, ("notify", i, "template"), fmt))
+        for key, t in (("title", n.title), ("message", n.message)):
+            if t is not None:
+                where = ("notify", i, key)
+                found.append(Target(f"notify[{i}].{key}", t, where, fmt, key == "message"))
+    found += [
+        Target(f"then[{i}].{a.name}.message", a.message, ("then", i, a.name, "message"), None)
+        for i, a in enumerate(rule.then) if a.message is not None
+    ]  # fmt: skip
+    return found
+
+
+def attempt(target: Target, ctx: dict[str, Any]) -> RenderFailure | None:
+    """How rendering ``target`` fails in ``ctx``, if it does (and can be known to)."""
+    escape = ESCAPERS[target.format] if target.format and target.escaped else None
+    try:
+        target.template.render(ctx | ({"format": target.format} if target.format else {}), escape)
+    except RenderFailure as err:
+        return None if _unknowable(err.cause) else err
+    return None
+
+
+def _unknowable(err: Exception) -> bool:
+    """Whether ``err`` comes from a RawUnknown: a Python frame (not a template's) holds one."""
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if "__jinja_template__" not in frame.f_globals and any(
+            isinstance(value, RawUnknown) for value in frame.f_locals.values()
+        ):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def describe(err: RenderFailure) -> str:
+    """At run time a Python error shows as its type only, to keep item content out; on a
+    sample (or a test's item) it can say what went wrong, and in which filter."""
+    cause = err.cause
+    if isinstance(cause, TemplateError):
+        return err.reason
+    tb, name = cause.__traceback__, None
+    while tb is not None and name is None:
+        name, tb = _FILTER_CODE.get(tb.tb_frame.f_code), tb.tb_next
+    text = f"{type(cause).__name__}: {cause}"[:200]
+    return f"filter {name!r} cannot take this value ({text})" if name else text
 
 
 _Failure = tuple[str | None, int | None, str]  # template file (None: inline), line, reason
@@ -92,16 +145,18 @@ class Prover:
     _seen: set[tuple[str, int | None, str]] = field(default_factory=set)
 
     def prove(
-        self, rule: str, file: str, targets: Sequence[Target], samples: Sequence[Item],
-        extract: Sequence[str],
+        self, rule: Rule, line: Callable[[Path_], int | None], targets: Sequence[Target],
+        samples: Sequence[Item],
     ) -> list[ConfigError]:  # fmt: skip
-        """Every problem of the rule's templates on each sample, each once."""
+        """Every problem of the rule's templates on each sample, each once; ``line`` gives
+        the line of a key of the rule."""
         errors: list[ConfigError] = []
+        extract = list(rule.extract)
         for target in targets:
-            for template_file, line, reason in self._failures(rule, target, samples, extract):
+            for template_file, at, reason in self._failures(rule.name, target, samples, extract):
                 reason = _hint(reason, extract, target.format)
-                error = self.error(rule, target.label, file, target.line, template_file, line,
-                                   reason)  # fmt: skip
+                error = self.error(rule.name, target.label, rule.file, line(target.key),
+                                   template_file, at, reason)  # fmt: skip
                 errors += [error] if error else []
         return errors
 
@@ -140,41 +195,13 @@ class Prover:
         key = (target.template.template, sample.upstream, sample.kind, target.format,
                target.escaped, tuple(extract))  # fmt: skip
         if key not in self._rendered:
-            self._rendered[key] = _render(target, self.context(sample, rule, extract, target))
+            ctx = template_context(
+                sample, now=self.now, rule=rule, extract=dict.fromkeys(extract, SAMPLE_TEXT)
+            )
+            ctx["item"]["raw"] = lenient(sample.raw)
+            err = attempt(target, ctx)
+            self._rendered[key] = (err.filename, err.line, describe(err)) if err else None
         return self._rendered[key]
-
-    def context(
-        self, sample: Item, rule: str, extract: Sequence[str], target: Target
-    ) -> dict[str, Any]:
-        ctx = template_context(
-            sample, now=self.now, rule=rule, extract=dict.fromkeys(extract, SAMPLE_TEXT)
-        )
-        ctx["item"]["raw"] = lenient(sample.raw)
-        return ctx | ({"format": target.format} if target.format else {})
-
-
-def _render(target: Target, ctx: dict[str, Any]) -> _Failure | None:
-    escape = ESCAPERS[target.format] if target.format and target.escaped else None
-    try:
-        target.template.render(ctx, escape)
-    except RenderFailure as err:
-        if isinstance(err.cause, Unknowable):
-            return None
-        return err.filename, err.line, _reason(err)
-    return None
-
-
-def _reason(err: RenderFailure) -> str:
-    """At run time a Python error shows as its type only, to keep item content out; on a
-    sample it can say what went wrong, and in which filter."""
-    cause = err.cause
-    if isinstance(cause, TemplateError):
-        return err.reason
-    tb, name = cause.__traceback__, None
-    while tb is not None and name is None:
-        name, tb = _FILTER_CODE.get(tb.tb_frame.f_code), tb.tb_next
-    text = f"{type(cause).__name__}: {cause}"[:200]
-    return f"filter {name!r} cannot take this value ({text})" if name else text
 
 
 def _static(ref: Reference, names: set[str]) -> _Failure | None:

@@ -248,6 +248,7 @@ class RenderFailure(RenderError):
         self, where: str, filename: str | None, line: int | None, reason: str, cause: Exception
     ) -> None:
         super().__init__(f"{where}, line {line}: {reason}" if line else f"{where}: {reason}")
+        self.where = where
         self.filename = filename
         self.line = line
         self.reason = reason
