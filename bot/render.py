@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
@@ -46,6 +47,7 @@ _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*[\s/>]")
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
+_LEXER = Environment()  # reads a template's tags, to tell which one is left open
 
 
 def html2text(html: str | None) -> str:
@@ -361,7 +363,7 @@ class Renderer:
         missing = set(BLOCKS) - {b.name for ast in asts for b in ast.find_all(nodes.Block)}
         if missing and literal:
             blocks = " and ".join(repr(b) for b in sorted(missing))
-            raise ConfigError(f"template {name!r} lacks block {blocks}", filename)
+            raise ConfigError(f"template {name!r} lacks block {blocks}", filename, 1)
         template = self._env.get_template(f"{name}.j2")
         named = NamedTemplate(name, _fields_used(asts, literal), template, references(closure))
         self._named[name] = named
@@ -376,7 +378,7 @@ class Renderer:
             ast = self._env.parse(source)
             template = self._env.from_string(ast)
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err, inline=True), file, line) from None
+            raise ConfigError(_syntax_message(err, source, inline=True), file, line) from None
         closure, literal = self._closure(ast, None, file, line)
         used = _fields_used([ast for ast, _ in closure], literal)
         self._inline[source] = InlineTemplate(used, template, label, references(closure))
@@ -410,7 +412,9 @@ class Renderer:
             message = f"template {name!r} not found in {', '.join(map(str, self._dirs))}"
             raise ConfigError(f"{message}; available: {available}", file, line) from None
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err), err.filename or name, err.lineno) from None
+            opened = _unclosed(err, source)
+            at = opened[1] if opened else err.lineno
+            raise ConfigError(_syntax_message(err, source), err.filename or name, at) from None
 
     def _closure(
         self, root: nodes.Template, filename: str | None, file: str, line: int | None
@@ -433,6 +437,40 @@ class Renderer:
         return [(root, filename), *found.values()], literal
 
 
-def _syntax_message(err: TemplateSyntaxError, *, inline: bool = False) -> str:
-    where = f" (line {err.lineno} of the template)" if inline and err.lineno > 1 else ""
-    return f"template syntax error: {err.message}{where}"
+def _syntax_message(err: TemplateSyntaxError, source: str = "", *, inline: bool = False) -> str:
+    """Jinja's message; a tag never closed is told where it opens, not where the text ends."""
+    line, message, opened = err.lineno, err.message, _unclosed(err, source)
+    if opened:
+        (tag, line), message = opened, f"'{{% {opened[0]} %}}' is never closed"
+        message += f" (add '{{% end{tag} %}}')"
+    where = f" (line {line} of the template)" if inline and line > 1 else ""
+    return f"template syntax error: {message}{where}"
+
+
+_PAIRED = frozenset({"block", "if", "for", "macro", "call", "filter", "with", "autoescape", "set"})
+
+
+def _unclosed(err: TemplateSyntaxError, source: str) -> tuple[str, int] | None:
+    """The innermost tag left open when ``err`` is the end of ``source`` come too early."""
+    if not (err.message or "").startswith("Unexpected end of template"):
+        return None
+    tokens = [t for t in _LEXER.lex(source) if t[1] != "whitespace"]
+    stack: list[tuple[str, int]] = []
+    for i, (line, kind, value) in enumerate(tokens):
+        if kind != "name" or i == 0 or tokens[i - 1][1] != "block_begin":
+            continue
+        if stack and value == f"end{stack[-1][0]}":
+            stack.pop()
+        elif value in _PAIRED and not (value == "set" and _assigns(tokens[i:])):
+            stack.append((value, line))
+    return stack[-1] if stack else None
+
+
+def _assigns(tokens: Sequence[tuple[int, str, str]]) -> bool:
+    """Whether the `set` tag starting ``tokens`` is `{% set x = … %}` (no `endset`)."""
+    for _, kind, value in tokens:
+        if kind == "block_end":
+            return False
+        if kind == "operator" and value == "=":
+            return True
+    return False

@@ -21,7 +21,7 @@ from bot.conditions import Compiled, Context, WhenCompiler, union_fields
 from bot.config import Model, parse_duration, validation_errors
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import DETAIL_FIELDS, Item
-from bot.prove import Prover, Target
+from bot.prove import Prover, targets
 from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
@@ -359,12 +359,6 @@ class RuleLoader:
 
     def _prove(self, doc: YamlDoc, at: Path_, rule: Rule, when: Mapping[str, Any]) -> None:
         """Each template of the rule rendered on a sample of each upstream kind it can see."""
-        targets = [t for i, n in enumerate(rule.notify) for t in self._targets(doc, at, i, n)]
-        targets += [
-            Target(f"then[{i}].{a.name}.message", a.message,
-                   doc.line((*at, "then", i, a.name, "message")), None)
-            for i, a in enumerate(rule.then) if a.message is not None
-        ]  # fmt: skip
         kinds = when.get("kind")
         wanted = {kinds} if isinstance(kinds, str) else set(kinds or ())
         samples: dict[tuple[str, str], Item] = {}
@@ -373,20 +367,11 @@ class RuleLoader:
             for kind, sample in caps.samples.items():
                 if not wanted or kind in wanted:
                     samples.setdefault((caps.type, kind), sample)
+        formats = {name: sink.format for name, sink in self.sinks.items()}
         found = self.prover.prove(
-            rule.name, doc.file, targets, [*samples.values()], [*rule.extract]
+            rule, lambda key: doc.line((*at, *key)), targets(rule, formats), [*samples.values()]
         )
         self.errors += found
-
-    def _targets(self, doc: YamlDoc, at: Path_, i: int, n: Notify) -> list[Target]:
-        fmt, where = self.sinks[n.sink].format, (*at, "notify", i)
-        if n.template:
-            label = f"notify[{i}].template {n.template.name!r}"
-            return [Target(label, n.template, doc.line((*where, "template")), fmt)]
-        return [
-            Target(f"notify[{i}].{key}", t, doc.line((*where, key)), fmt, escaped=key == "message")
-            for key, t in (("title", n.title), ("message", n.message)) if t is not None
-        ]  # fmt: skip
 
     def _check_options(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> None:
         caps = self.sinks[spec.sink]
