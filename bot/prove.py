@@ -214,7 +214,12 @@ def _static(ref: Reference, names: set[str]) -> _Failure | None:
 
 def _hint(reason: str, extract: Sequence[str], fmt: str | None) -> str:
     """`'cod' is undefined` with the names there are."""
-    if not _UNDEFINED.fullmatch(reason):
+    undefined = _UNDEFINED.fullmatch(reason)
+    if not undefined:
         return reason
+    if undefined[1] == "format" and not fmt:
+        return f"{reason} (a reply has no format: only notifications do)"
+    if undefined[1] in (*NAMES, "format"):  # only where an import leaves the context behind
+        return f"{reason} (an imported macro sees it only when imported `with context`)"
     also = ", ".join([*NAMES, *(["format"] if fmt else [])])
     return f"{reason} (extractions: {', '.join(extract) or 'none'}; also: {also})"

@@ -223,13 +223,26 @@ def references(closure: _Closure) -> tuple[Reference, ...]:
             if key is not None and key not in ITEM_FIELDS:
                 found.append(Reference(key, filename, node.lineno, True))
     root, filename = closure[0]
-    undeclared = meta.find_undeclared_variables(root)
+    # A block sees what the template (or a parent) sets at its top: Jinja's scopes do not say so.
+    undeclared = meta.find_undeclared_variables(root) - _declared(closure)
     first: dict[str, int] = {}
     for name in root.find_all(nodes.Name):
         if name.name in undeclared:
             first.setdefault(name.name, name.lineno)
     found += [Reference(name, filename, line, False) for name, line in first.items()]
     return tuple(found)
+
+
+def _declared(closure: _Closure) -> set[str]:
+    """Every name a template of the closure sets, defines or imports, wherever."""
+    found: set[str] = set()
+    for ast, _ in closure:
+        found |= {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        found |= {n.name for n in ast.find_all(nodes.Macro)}
+        found |= {n.target for n in ast.find_all(nodes.Import)}
+        for node in ast.find_all(nodes.FromImport):
+            found |= {n if isinstance(n, str) else n[1] for n in node.names}
+    return found
 
 
 def _const_name(node: nodes.Node) -> str | None:
