@@ -75,7 +75,7 @@ FILES = {
     "templates/chat.j2": CHAT,
     "templates/macros.j2": MACROS,
 }
-R, E = "rules/r.yaml", "templates/email.j2"
+R, E, M = "rules/r.yaml", "templates/email.j2", "templates/macros.j2"
 
 # (what the user got wrong, file, replace this, with that, file and line the error names,
 #  the rule it names, text in the error)
@@ -154,6 +154,94 @@ MISTAKES = [
      (E, 1), "new-mail", "template 'base.j2' not found"),
     ("template without a message block", E, "{% block message %}", "{% block body %}", (E, 1),
      "new-mail", "template 'email' lacks block 'message'"),
+    ("template without a title block", E,
+     "{% block title %}{{ item.sender }}: {{ item.subject | truncate(80) }}{% endblock %}\n", "",
+     (E, 1), "new-mail", "template 'email' lacks block 'title'"),
+    ("a block given twice", E, "{% block message %}",
+     "{% block title %}{% endblock %}{% block message %}", (E, 2), "new-mail", "template syntax error: block 'title' defined twice"),
+    # macros: their own names, and the fields of what they are given
+    ("undefined name in the template's own macro", E, "{% block title %}",
+     "{% macro who(i) %}{{ i.sender }}{{ sep }}{% endmacro %}{% block title %}", (E, 1),
+     "new-mail", "'sep' is undefined"),
+    ("field typo through a macro's argument", E, "{% block title %}{{ item.sender }}",
+     "{% macro who(i) %}{{ i.sendr }}{% endmacro %}{% block title %}{{ who(item) }}", (E, 1),
+     "new-mail", "'item' has no field 'sendr'"),
+    # more of what fails on every item
+    ("reply with an unknown filter", R, "Thanks {{ item.sender }}",
+     "Thanks {{ item.sender | first_name }}", (R, 18), "chat-reply",
+     "No filter named 'first_name'"),
+    ("a filter from another tool", R, '"Code {{ code }}"',
+     "\"{{ item.created_at | date('%H:%M') }}\"", (R, 12), "verification-code",
+     "No filter named 'date'"),
+    ("an if never closed in an inline title", R, '"Code {{ code }}"',
+     '"{% if code %}Code {{ code }}"', (R, 12), "verification-code",
+     "template syntax error: '{% if %}' is never closed (add '{% endif %}')"),
+    ("endfor closing an if", R, "{{ item.subject }}", "{% if item.unread %}new{% endfor %}",
+     (R, 13), "verification-code", "Encountered unknown tag 'endfor'"),
+    ("a loop attribute that does not exist", E, "{{ item.text | truncate(240) }}",
+     "{% for l in item.links %}{{ loop.idx }}. {{ l }}{% endfor %}", (E, 3), "new-mail",
+     "has no attribute 'idx'"),
+    ("an age compared to a number", R, "{{ item.subject }}",
+     "{% if item.age > 60 %}late{% endif %}", (R, 13), "verification-code",
+     "TypeError: '>' not supported between instances of 'datetime.timedelta' and 'int'"),
+    ("a text plus a number", R, "{{ item.subject }}", "{{ item.subject + 1 }}", (R, 13),
+     "verification-code", "TypeError: can only concatenate str"),
+    ("strftime without a format", R, '"Code {{ code }}"', '"{{ item.created_at.strftime() }}"',
+     (R, 12), "verification-code", "TypeError: strftime() missing required argument"),
+    ("truncate given a text", E, "truncate(240)", "truncate('240')", (E, 3), "new-mail",
+     "filter 'truncate' cannot take this value (TypeError"),
+    ("a keyword's value not quoted", R, "{{ item.subject }}",
+     "{{ item.subject | truncate(20, end=dots) }}", (R, 13), "verification-code",
+     "'dots' is undefined"),
+    ("an attribute of an extraction", R, '"Code {{ code }}"', '"Code {{ code.value }}"',
+     (R, 12), "verification-code", "'str object' has no attribute 'value'"),
+]  # fmt: skip
+
+# Mistakes in a template another one imports, includes or extends: (what, {file: (replace
+# this, with that)}, where, rule, text); a file not in FILES is new, given as ("", its text).
+SIG, CHILD, BASE = "templates/sig.j2", "templates/child.j2", "templates/base.j2"
+HEAD = "{% endmacro %}\n{% macro head() %}{{ item.subject }}{% endmacro %}\n"
+USE_HEAD = (
+    "{{ item.text | truncate(240) }}",
+    "{% import 'macros.j2' as m with context %}{{ m.head() }}",
+)
+INCLUDE = ("{% endif %}\n", "{% endif %}\n{% include 'sig.j2' %}\n")
+TO_CHILD = ("template: email}", "template: child}")
+IN_FILES = [
+    ("field typo in a macro imported with context",
+     {M: ("{% endmacro %}\n", HEAD.replace("subject", "subjct")), E: USE_HEAD}, (M, 2),
+     "new-mail", "'item' has no field 'subjct'"),
+    ("an imported macro reads the item without context",
+     {M: ("{% endmacro %}\n", HEAD), E: (USE_HEAD[0], USE_HEAD[1].replace(" with context", ""))},
+     (M, 2), "new-mail",
+     "'item' is undefined (an imported macro sees it only when imported `with context`)"),
+    ("field typo in an included part", {SIG: ("", "-- {{ item.acount }}\n"), E: INCLUDE},
+     (SIG, 1), "new-mail", "'item' has no field 'acount'"),
+    ("undefined name in an included part", {SIG: ("", "-- {{ signature }}\n"), E: INCLUDE},
+     (SIG, 1), "new-mail", "'signature' is undefined"),
+    ("unknown filter in an included part",
+     {SIG: ("", "-- {{ item.sender | shout }}\n"), E: INCLUDE}, (SIG, 1), "new-mail",
+     "No filter named 'shout'"),
+    ("field typo in a parent template", {
+        R: TO_CHILD,
+        CHILD: ("", "{% extends 'base.j2' %}{% block title %}{{ item.subject }}{% endblock %}\n"),
+        BASE: ("", "{% block title %}{% endblock %}\n{% block message %}{{ item.bdy }}{% endblock %}"),
+     }, (BASE, 2), "new-mail", "'item' has no field 'bdy'"),
+    ("a parent without the message block", {
+        R: TO_CHILD,
+        CHILD: ("", "{% extends 'base.j2' %}{% block title %}{{ item.subject }}{% endblock %}\n"),
+        BASE: ("", "{% block title %}{% endblock %}\n"),
+     }, (CHILD, 1), "new-mail", "template 'child' lacks block 'message'"),
+    ("field typo in a child's block", {
+        R: TO_CHILD,
+        CHILD: ("", "{% extends 'email.j2' %}\n{% block title %}{{ super() }} {{ item.sendr }}"
+                    "{% endblock %}\n"),
+     }, (CHILD, 2), "new-mail", "'item' has no field 'sendr'"),
+    ("undefined name in a parent's top", {
+        R: TO_CHILD,
+        CHILD: ("", "{% extends 'base.j2' %}{% block title %}{{ item.subject }}{% endblock %}\n"),
+        BASE: ("", "{{ brand }}\n{% block title %}{% endblock %}{% block message %}{% endblock %}"),
+     }, (BASE, 1), "new-mail", "'brand' is undefined"),
 ]  # fmt: skip
 
 # Templates that are fine on real items, and so must pass (raw keys a sample lacks, filters on
@@ -181,6 +269,16 @@ VALID = [
     ("from import", "{% from 'macros.j2' import short %}{{ short(item.subject) }}"),
     ("a loop variable named item", "{% for item in item.links %}{{ item }}{% endfor %}"),
     ("url may be empty", "{{ item.url or '' }} {{ item.kind | upper }} {{ item.upstream }}"),
+    (
+        "optional fields guarded",
+        "{% if item.html %}{{ item.html | length }}{% endif %}"
+        " {{ item.recipient | default('me') }} {{ (item.url or '') | length }}",
+    ),
+    (
+        "raw keys guarded",
+        "{% if item.raw.tmid is defined %}thread{% endif %} {{ item.raw.msg"
+        " | default(item.text) }} {{ item.raw.get('x') or '-' }}",
+    ),
     ("range and filters", "{{ range(3) | list | length }} {{ item.text | wordcount }}"),
 ]
 
@@ -188,8 +286,8 @@ VALID = [
 def write(tmp_path: Path, changes: dict[str, tuple[str, str]]) -> Path:
     files = dict(FILES)
     for file, (old, new) in changes.items():
-        assert old in files[file], f"case does not apply: {old!r}"
-        files[file] = files[file].replace(old, new, 1)
+        assert old in files.get(file, ""), f"case does not apply: {old!r}"
+        files[file] = files[file].replace(old, new, 1) if old else new
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -220,24 +318,27 @@ def test_the_base_configuration_passes(tmp_path: Path) -> None:
     assert "ok (4 feeds, 3 rules, 2 sinks)" in proc.stdout
 
 
+CASES = [(c, {file: (old, new)}, *rest) for c, file, old, new, *rest in MISTAKES] + IN_FILES
+
+
 @pytest.mark.parametrize(
-    ("case", "file", "old", "new", "where", "rule", "text"), MISTAKES, ids=[m[0] for m in MISTAKES]
+    ("case", "changes", "where", "rule", "text"), CASES, ids=[c[0] for c in CASES]
 )
 def test_a_template_mistake_is_refused_by_check(
-    tmp_path: Path, case: str, file: str, old: str, new: str,
-    where: tuple[str, int | None], rule: str, text: str,
+    tmp_path: Path, case: str, changes: dict[str, tuple[str, str]],
+    where: tuple[str, int], rule: str, text: str,
 ) -> None:  # fmt: skip
-    write(tmp_path, {file: (old, new)})
+    write(tmp_path, changes)
     lines = errors_of(inboxbot(tmp_path, "check"))
     assert len(lines) == 1, lines
     located, line = where
-    assert lines[0].startswith(f"{tmp_path / located}:{line or ''}"), lines[0]
+    assert lines[0].startswith(f"{tmp_path / located}:{line}: "), lines[0]
     text = text.replace("{dir}", str(tmp_path))
     assert f"rule {rule!r}" in lines[0] and text in lines[0], lines[0]
 
 
 def test_there_are_enough_mistakes() -> None:
-    assert len(MISTAKES) >= 25
+    assert len(CASES) >= 25
 
 
 @pytest.mark.parametrize(("case", "source"), VALID, ids=[v[0] for v in VALID])
@@ -253,6 +354,51 @@ def test_a_template_fine_on_real_items_passes(tmp_path: Path, case: str, source:
         f"{{% block title %}}{source}{{% endblock %}}{{% block message %}}{source}{{% endblock %}}"
     )
     (tmp_path / "templates" / "valid.j2").write_text(blocks)
+    proc = inboxbot(tmp_path, "check")
+    assert proc.returncode == 0, proc.stderr
+
+
+# Template files that are fine on real items: (what, {file: text}); rule `valid` uses valid.j2.
+V = "templates/valid.j2"
+VALID_FILES = [
+    ("a block sees what the template's top sets and defines", {V: (
+        "{% set sep = ' · ' %}{% macro who(i) %}{{ i.sender }}{% endmacro %}"
+        "{% block title %}{{ who(item) }}{{ sep }}{{ item.subject }}{% endblock %}"
+        "{% block message %}{{ item.text }}{% endblock %}")}),
+    ("a child fills its parent's blocks, with super() and the parent's names", {
+        BASE: "{% set brand = 'inboxbot' %}{% block title %}[{{ brand }}]{% endblock %}"
+              "{% block message %}{{ item.text }}{% endblock %}",
+        V: "{% extends 'base.j2' %}{% block title %}{{ super() }} {{ brand }}{% endblock %}"}),
+    ("a macro imported with context reads the item", {
+        "templates/ctx.j2": "{% macro head() %}{{ item.sender }}: {{ item.subject }}{% endmacro %}",
+        V: "{% import 'ctx.j2' as c with context %}{% block title %}{{ c.head() }}{% endblock %}"
+           "{% block message %}{{ item.text }}{% endblock %}"}),
+    ("an included part sees the includer's names", {
+        SIG: "-- {{ sig }} for {{ account }} ({{ rule }})",
+        V: "{% block title %}{{ item.subject }}{% endblock %}{% block message %}"
+           "{% set sig = 'bot' %}{{ item.text }}\n{% include 'sig.j2' %}{% endblock %}"}),
+    ("call blocks, block sets and self", {V: (
+        "{% macro box() %}[{{ caller() }}]{% endmacro %}"
+        "{% block title %}{% call box() %}{{ item.subject }}{% endcall %}{% endblock %}"
+        "{% block message %}{% set t %}{{ item.subject }}{% endset %}{{ t }} {{ self.title() }}"
+        "{% endblock %}")}),
+    ("an include named by the item, if there is one", {V: (
+        "{% block title %}{{ item.subject }}{% endblock %}{% block message %}"
+        "{% include 'parts/' ~ item.kind ~ '.j2' ignore missing %}{% endblock %}")}),
+    ("optional fields and raw keys guarded", {V: (
+        "{% block title %}{{ item.url | default('', true) }}{% endblock %}{% block message %}"
+        "{% if item.html %}{{ item.html | html2text }}{% endif %}{{ item.recipient or 'me' }}"
+        "{% if item.raw.tmid is defined %}thread{% endif %}{{ item.raw.msg | default(item.text) }}"
+        "{% endblock %}")}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "files"), VALID_FILES, ids=[v[0] for v in VALID_FILES])
+def test_a_template_file_fine_on_real_items_passes(
+    tmp_path: Path, case: str, files: dict[str, str]
+) -> None:
+    rule = "- name: valid\n  notify: [{sink: phone, template: valid}]\n"
+    write(tmp_path, {R: (RULES, RULES + rule), **{f: ("", text) for f, text in files.items()}})
     proc = inboxbot(tmp_path, "check")
     assert proc.returncode == 0, proc.stderr
 
