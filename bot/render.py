@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
-    Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
@@ -37,6 +36,7 @@ from markupsafe import Markup
 from bot.errors import ConfigError, RenderError
 from bot.item import Item
 from bot.markup import Escaper, escape_markdown
+from bot.syntax import syntax_message, unclosed
 from bot.text import find_links, html_to_text
 
 ITEM_NAMES = (*(f.name for f in dataclasses.fields(Item) if f.name != "complete"), "age")
@@ -47,7 +47,6 @@ _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _REFERENCES: tuple[type[_Ref], ...] = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*[\s/>]")
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
-_LEXER = Environment()  # reads a template's tags, to tell which one is left open
 
 
 def html2text(html: str | None) -> str:
@@ -391,7 +390,7 @@ class Renderer:
             ast = self._env.parse(source)
             template = self._env.from_string(ast)
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err, source, inline=True), file, line) from None
+            raise ConfigError(syntax_message(err, source, inline=True), file, line) from None
         closure, literal = self._closure(ast, None, file, line)
         used = _fields_used([ast for ast, _ in closure], literal)
         self._inline[source] = InlineTemplate(used, template, label, references(closure))
@@ -406,7 +405,7 @@ class Renderer:
             compiled = self._env.compile_expression(expr, undefined_to_none=False)
             ast = self._env.parse(f"{{{{ {expr} }}}}")
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err, inline=True), file, line) from None
+            raise ConfigError(syntax_message(err, inline=True), file, line) from None
         return Condition(template_fields(ast), compiled, _label("condition", file, line))
 
     def context(
@@ -425,9 +424,9 @@ class Renderer:
             message = f"template {name!r} not found in {', '.join(map(str, self._dirs))}"
             raise ConfigError(f"{message}; available: {available}", file, line) from None
         except TemplateSyntaxError as err:
-            opened = _unclosed(err, source)
+            opened = unclosed(err, source)
             at = opened[1] if opened else err.lineno
-            raise ConfigError(_syntax_message(err, source), err.filename or name, at) from None
+            raise ConfigError(syntax_message(err, source), err.filename or name, at) from None
 
     def _closure(
         self, root: nodes.Template, filename: str | None, file: str, line: int | None
@@ -448,42 +447,3 @@ class Renderer:
                     found[ref] = self._parse(ref, file=at[0], line=at[1])
                     todo.append(found[ref])
         return [(root, filename), *found.values()], literal
-
-
-def _syntax_message(err: TemplateSyntaxError, source: str = "", *, inline: bool = False) -> str:
-    """Jinja's message; a tag never closed is told where it opens, not where the text ends."""
-    line, message, opened = err.lineno, err.message, _unclosed(err, source)
-    if opened:
-        (tag, line), message = opened, f"'{{% {opened[0]} %}}' is never closed"
-        message += f" (add '{{% end{tag} %}}')"
-    where = f" (line {line} of the template)" if inline and line > 1 else ""
-    return f"template syntax error: {message}{where}"
-
-
-_PAIRED = frozenset({"block", "if", "for", "macro", "call", "filter", "with", "autoescape", "set"})
-
-
-def _unclosed(err: TemplateSyntaxError, source: str) -> tuple[str, int] | None:
-    """The innermost tag left open when ``err`` is the end of ``source`` come too early."""
-    if not (err.message or "").startswith("Unexpected end of template"):
-        return None
-    tokens = [t for t in _LEXER.lex(source) if t[1] != "whitespace"]
-    stack: list[tuple[str, int]] = []
-    for i, (line, kind, value) in enumerate(tokens):
-        if kind != "name" or i == 0 or tokens[i - 1][1] != "block_begin":
-            continue
-        if stack and value == f"end{stack[-1][0]}":
-            stack.pop()
-        elif value in _PAIRED and not (value == "set" and _assigns(tokens[i:])):
-            stack.append((value, line))
-    return stack[-1] if stack else None
-
-
-def _assigns(tokens: Sequence[tuple[int, str, str]]) -> bool:
-    """Whether the `set` tag starting ``tokens`` is `{% set x = … %}` (no `endset`)."""
-    for _, kind, value in tokens:
-        if kind == "block_end":
-            return False
-        if kind == "operator" and value == "=":
-            return True
-    return False
