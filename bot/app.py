@@ -45,9 +45,14 @@ def load(path: Path) -> Loaded:
     }
     config = load_config(path, registries)
     renderer = Renderer(config.template_dirs())
-    accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
+    accounts = {
+        n: AccountCaps(a.type, SOURCES[a.type].actions, SOURCES[a.type].samples(n))
+        for n, a in config.accounts.items()
+    }
     sinks = {
-        n: SinkCaps(s.type, SINKS[s.type].fetches_detail(s), SINKS[s.type].options_model)
+        n: SinkCaps(
+            s.type, SINKS[s.type].fetches_detail(s), SINKS[s.type].options_model, s.format or "text"
+        )
         for n, s in config.sinks.items()
     }
     rules = RuleLoader(renderer, accounts, sinks).load(config.rule_files())

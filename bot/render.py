@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     nodes,
     pass_context,
 )
@@ -35,9 +36,11 @@ from markupsafe import Markup
 from bot.errors import ConfigError, RenderError
 from bot.item import Item
 from bot.markup import Escaper, escape_markdown
+from bot.syntax import syntax_message, unclosed
 from bot.text import find_links, html_to_text
 
-ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item) if f.name != "complete") | {"age"}
+ITEM_NAMES = (*(f.name for f in dataclasses.fields(Item) if f.name != "complete"), "age")
+ITEM_FIELDS = frozenset(ITEM_NAMES)
 BLOCKS = ("title", "message")
 ESCAPE = "inboxbot escape"  # a context key no template can assign: the sink's escaper
 _Ref = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
@@ -103,6 +106,40 @@ def escape_output(context: Context, value: object) -> object:
     return escape(str(value))
 
 
+class Fields(dict[str, Any]):
+    """An item's (or an attachment's) fields, named in the error for a field it lacks."""
+
+    def __init__(self, label: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.label = label
+
+
+class FieldUndefined(StrictUndefined):
+    """StrictUndefined that says which fields exist: `'item' has no field 'subjct' (…)`."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        fields, name = self._undefined_obj, self._undefined_name
+        if isinstance(fields, Fields) and isinstance(name, str) and self._undefined_hint is None:
+            return no_field(fields.label, name, fields)
+        return str(super()._undefined_message)
+
+
+def no_field(label: str, name: str, fields: Iterable[str]) -> str:
+    return f"{label!r} has no field {name!r} (fields: {', '.join(fields)})"
+
+
+def template_context(
+    item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]
+) -> dict[str, Any]:
+    """What a template sees: the item's fields under `item`, the extractions by name, …"""
+    fields = Fields("item", item.fields(now, with_raw=True))
+    fields["attachments"] = [Fields("attachment", a) for a in fields["attachments"]]
+    return {"item": fields, **extract, "rule": rule, "account": item.account, "now": now}
+
+
 class TemplateEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, where what a macro returns counts as template text: its outputs were
     escaped inside it, and escaping them again would show entities and backslashes."""
@@ -138,6 +175,12 @@ def template_fields(ast: nodes.Node) -> frozenset[str] | None:
 
 
 def _item_field(node: nodes.Node) -> str | None:
+    key = _item_key(node)
+    return key if key in ITEM_FIELDS else None
+
+
+def _item_key(node: nodes.Node) -> str | None:
+    """`x` of `item.x` or `item["x"]`."""
     if isinstance(node, nodes.Getattr):
         key: object = node.attr
     elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
@@ -146,7 +189,7 @@ def _item_field(node: nodes.Node) -> str | None:
         return None
     inner = node.node
     is_item = isinstance(inner, nodes.Name) and inner.name == "item"
-    return key if is_item and isinstance(key, str) and key in ITEM_FIELDS else None
+    return key if is_item and isinstance(key, str) else None
 
 
 def raw_keys(ast: nodes.Node) -> frozenset[str] | None:
@@ -187,6 +230,54 @@ def _fields_used(
     return frozenset[str]().union(*known) if literal and len(known) == len(parts) else None
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A name a template reads, wherever it is (a branch not taken on a sample, too): an
+    item field that does not exist (`field`), or a plain name the template does not set."""
+
+    name: str
+    filename: str | None  # None: the inline template itself
+    line: int
+    field: bool
+
+
+_Closure = list[tuple[nodes.Template, str | None]]
+
+
+def references(closure: _Closure) -> tuple[Reference, ...]:
+    """Unknown `item.x` in every template of the closure; names the root leaves undeclared."""
+    found: list[Reference] = []
+    for ast, filename in closure:
+        named = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        if "item" in named:  # `{% for item in … %}`: not the item any more
+            continue
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            key = _item_key(node)
+            if key is not None and key not in ITEM_FIELDS:
+                found.append(Reference(key, filename, node.lineno, True))
+    root, filename = closure[0]
+    # A block sees what the template (or a parent) sets at its top: Jinja's scopes do not say so.
+    undeclared = meta.find_undeclared_variables(root) - _declared(closure)
+    first: dict[str, int] = {}
+    for name in root.find_all(nodes.Name):
+        if name.name in undeclared:
+            first.setdefault(name.name, name.lineno)
+    found += [Reference(name, filename, line, False) for name, line in first.items()]
+    return tuple(found)
+
+
+def _declared(closure: _Closure) -> set[str]:
+    """Every name a template of the closure sets, defines or imports, wherever."""
+    found: set[str] = set()
+    for ast, _ in closure:
+        found |= {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        found |= {n.name for n in ast.find_all(nodes.Macro)}
+        found |= {n.target for n in ast.find_all(nodes.Import)}
+        for node in ast.find_all(nodes.FromImport):
+            found |= {n if isinstance(n, str) else n[1] for n in node.names}
+    return found
+
+
 def _const_name(node: nodes.Node) -> str | None:
     return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
 
@@ -197,19 +288,34 @@ def _label(kind: str, file: str, line: int | None) -> str:
     return f"{kind} at {file}:{line}" if line else f"{kind} at {file}"
 
 
-def _failure(err: Exception, label: str) -> RenderError:
+class RenderFailure(RenderError):
+    """A RenderError that knows where: the template file (None: an inline template), the
+    line in it, the reason, and the exception behind it."""
+
+    def __init__(
+        self, where: str, filename: str | None, line: int | None, reason: str, cause: Exception
+    ) -> None:
+        super().__init__(f"{where}, line {line}: {reason}" if line else f"{where}: {reason}")
+        self.where = where
+        self.filename = filename
+        self.line = line
+        self.reason = reason
+        self.cause = cause
+
+
+def _failure(err: Exception, label: str) -> RenderFailure:
     """A one-line error naming the template and line; item content stays out of it."""
-    where, line = label, None
+    where, filename, line = label, None, None
     tb = err.__traceback__
     while tb is not None:
         template = tb.tb_frame.f_globals.get("__jinja_template__")
         if isinstance(template, Template):
-            where = template.name or label
+            where, filename = template.name or label, template.name and template.filename
             line = template.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
     reason = str(err) if isinstance(err, TemplateError) else ""
     reason = (reason.splitlines() or [type(err).__name__])[0][:200]
-    return RenderError(f"{where}, line {line}: {reason}" if line else f"{where}: {reason}")
+    return RenderFailure(where, filename, line, reason, err)
 
 
 @dataclass(frozen=True)
@@ -218,6 +324,7 @@ class NamedTemplate:
     fields_used: frozenset[str] | None
     template: Template = field(repr=False, compare=False)
     raw_used: frozenset[str] | None = frozenset()  # keys of `item.raw` read; None: any
+    references: tuple[Reference, ...] = field(default=(), repr=False, compare=False)
 
     def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> tuple[str, str]:
         """(title, message), each stripped; ``escape`` applies to the message's outputs
@@ -242,6 +349,7 @@ class InlineTemplate:
     template: Template = field(repr=False, compare=False)
     label: str = "inline template"
     raw_used: frozenset[str] | None = frozenset()  # keys of `item.raw` read; None: any
+    references: tuple[Reference, ...] = field(default=(), repr=False, compare=False)
 
     def render(self, context: Mapping[str, Any], escape: Escaper | None = None) -> str:
         try:
@@ -274,7 +382,7 @@ class Renderer:
         self._loader = FileSystemLoader(self._dirs)
         self._env = TemplateEnvironment(
             loader=self._loader,
-            undefined=StrictUndefined,
+            undefined=FieldUndefined,
             autoescape=False,
             keep_trailing_newline=False,
             trim_blocks=True,
@@ -282,6 +390,9 @@ class Renderer:
             finalize=escape_output,
         )
         self._env.filters.update(FILTERS)
+        # A big configuration names the same templates in many rules: each is read once.
+        self._named: dict[str, NamedTemplate] = {}
+        self._inline: dict[str, InlineTemplate] = {}
 
     def names(self) -> list[str]:
         found: dict[str, None] = {}
@@ -292,28 +403,37 @@ class Renderer:
 
     def load(self, name: str, *, file: str = "", line: int | None = None) -> NamedTemplate:
         """`name` without extension; checks the blocks and every template it refers to."""
+        if name in self._named:
+            return self._named[name]
         root, filename = self._parse(f"{name}.j2", file=file, line=line)
-        asts, literal = self._closure(root, filename)
+        closure, literal = self._closure(root, filename, file, line)
+        asts = [ast for ast, _ in closure]
         # Blocks may come from a parent template; only an unreadable parent name defers the check.
         missing = set(BLOCKS) - {b.name for ast in asts for b in ast.find_all(nodes.Block)}
         if missing and literal:
             blocks = " and ".join(repr(b) for b in sorted(missing))
-            raise ConfigError(f"template {name!r} lacks block {blocks}", filename)
+            raise ConfigError(f"template {name!r} lacks block {blocks}", filename, 1)
         template = self._env.get_template(f"{name}.j2")
         fields, raw = _fields_used(asts, literal), _fields_used(asts, literal, raw_keys)
-        return NamedTemplate(name, fields, template, raw)
+        named = NamedTemplate(name, fields, template, raw, references(closure))
+        self._named[name] = named
+        return named
 
     def inline(self, source: str, *, file: str = "", line: int | None = None) -> InlineTemplate:
         """A template given in a rule, e.g. `Code {{ code }}`."""
+        label = _label("inline template", file, line)
+        if source in self._inline:
+            return dataclasses.replace(self._inline[source], label=label)
         try:
             ast = self._env.parse(source)
-            template = self._env.from_string(source)
+            template = self._env.from_string(ast)
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err, inline=True), file, line) from None
-        asts, literal = self._closure(ast, file)
-        label = _label("inline template", file, line)
+            raise ConfigError(syntax_message(err, source, inline=True), file, line) from None
+        closure, literal = self._closure(ast, None, file, line)
+        asts = [ast for ast, _ in closure]
         fields, raw = _fields_used(asts, literal), _fields_used(asts, literal, raw_keys)
-        return InlineTemplate(fields, template, label, raw)
+        self._inline[source] = InlineTemplate(fields, template, label, raw, references(closure))
+        return self._inline[source]
 
     def condition(self, source: str, *, file: str = "", line: int | None = None) -> Condition:
         """An `if:` condition, `{{ expression }}` or a bare expression."""
@@ -324,15 +444,15 @@ class Renderer:
             compiled = self._env.compile_expression(expr, undefined_to_none=False)
             ast = self._env.parse(f"{{{{ {expr} }}}}")
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err, inline=True), file, line) from None
-        label = _label("condition", file, line)
-        return Condition(template_fields(ast), compiled, label, raw_keys(ast))
+            raise ConfigError(syntax_message(err, inline=True), file, line) from None
+        return Condition(
+            template_fields(ast), compiled, _label("condition", file, line), raw_keys(ast)
+        )
 
     def context(
         self, item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]
     ) -> dict[str, Any]:
-        fields = item.fields(now, with_raw=True)
-        return {"item": fields, **extract, "rule": rule, "account": item.account, "now": now}
+        return template_context(item, now=now, rule=rule, extract=extract)
 
     def _parse(self, name: str, *, file: str, line: int | None) -> tuple[nodes.Template, str]:
         """A template file's AST and path, compiled once to find every syntax error now."""
@@ -345,13 +465,18 @@ class Renderer:
             message = f"template {name!r} not found in {', '.join(map(str, self._dirs))}"
             raise ConfigError(f"{message}; available: {available}", file, line) from None
         except TemplateSyntaxError as err:
-            raise ConfigError(_syntax_message(err), err.filename or name, err.lineno) from None
+            opened = unclosed(err, source)
+            at = opened[1] if opened else err.lineno
+            raise ConfigError(syntax_message(err, source), err.filename or name, at) from None
 
-    def _closure(self, root: nodes.Template, file: str) -> tuple[list[nodes.Template], bool]:
-        """`root` and all it extends, includes or imports; False if a name is a variable."""
-        found: dict[str, nodes.Template] = {}
+    def _closure(
+        self, root: nodes.Template, filename: str | None, file: str, line: int | None
+    ) -> tuple[_Closure, bool]:
+        """`root` (read from `filename`, None when inline at `file`:`line`) and all it extends,
+        includes or imports, each with its file; False if a name is a variable."""
+        found: dict[str, tuple[nodes.Template, str | None]] = {}
         literal = True
-        todo = [(root, file)]
+        todo = [(root, filename)]
         while todo:
             ast, where = todo.pop()
             for node in ast.find_all(_REFERENCES):
@@ -359,11 +484,7 @@ class Renderer:
                 if ref is None:
                     literal = False
                 elif ref not in found:
-                    found[ref], filename = self._parse(ref, file=where, line=node.lineno)
-                    todo.append((found[ref], filename))
-        return [root, *found.values()], literal
-
-
-def _syntax_message(err: TemplateSyntaxError, *, inline: bool = False) -> str:
-    where = f" (line {err.lineno} of the template)" if inline and err.lineno > 1 else ""
-    return f"template syntax error: {err.message}{where}"
+                    at = (where, node.lineno) if where else (file, line)
+                    found[ref] = self._parse(ref, file=at[0], line=at[1])
+                    todo.append(found[ref])
+        return [(root, filename), *found.values()], literal

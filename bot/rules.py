@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
@@ -22,10 +22,12 @@ from bot.config import Model, parse_duration, validation_errors
 from bot.detail import Detail, DetailReads, when_raw_keys
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import Item
+from bot.prove import Prover, targets
 from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
 PRIORITIES = ("min", "low", "default", "high", "urgent")
+T = TypeVar("T")
 
 
 def _priority(value: Any) -> Any:
@@ -203,6 +205,7 @@ class AccountCaps:
 
     type: str
     actions: Mapping[str, frozenset[str]]  # kind → actions
+    samples: Mapping[str, Item] = field(default_factory=dict)  # kind → a sample item
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class SinkCaps:
     sink_type: str
     detail: bool = False  # whether every item it gets is fetched whole first (`detail: true`)
     options: type[Model] = Model  # what its notify `options:` may hold
+    format: str = "text"  # what its messages are written in
 
 
 @dataclass
@@ -220,6 +224,7 @@ class RuleLoader:
     accounts: Mapping[str, AccountCaps]
     sinks: Mapping[str, SinkCaps]
     errors: list[ConfigError] = field(default_factory=list)
+    prover: Prover = field(default_factory=Prover)
 
     def load(self, files: Sequence[Path]) -> list[Rule]:
         rules: list[Rule] = []
@@ -268,15 +273,16 @@ class RuleLoader:
     def _compile(self, doc: YamlDoc, at: Path_, spec: RuleSpec) -> Rule:
         when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
         accounts = self._accounts(spec.when)
-        notify = tuple(self._notify(doc, (*at, "notify", i), n) for i, n in enumerate(spec.notify))
+        notify = tuple(
+            self._notify(doc, (*at, "notify", i), n, spec.name) for i, n in enumerate(spec.notify)
+        )
         then = tuple(
-            self._action(doc, (*at, "then", i), a, accounts, spec.when)
-            for i, a in enumerate(spec.then)
+            self._action(doc, (*at, "then", i), a, accounts, spec) for i, a in enumerate(spec.then)
         )
         extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
         detail = self._detail(spec.when, when, extract, notify, then)
         line = doc.line(at)
-        return Rule(
+        rule = Rule(
             spec.name,
             doc.file,
             line,
@@ -288,6 +294,8 @@ class RuleLoader:
             detail,
             accounts,
         )
+        self._prove(doc, at, rule, spec.when)
+        return rule
 
     def _detail(
         self,
@@ -332,7 +340,7 @@ class RuleLoader:
             names = {n for n in names if wanted & set(self.accounts[n].actions)}
         return frozenset(names)
 
-    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> Notify:
+    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule: str) -> Notify:
         if spec.sink not in self.sinks:
             allowed = ", ".join(sorted(self.sinks)) or "none configured"
             raise doc.error(
@@ -340,15 +348,53 @@ class RuleLoader:
                 f"{dotted(at)}.sink: unknown sink {spec.sink!r}; configured: {allowed}",
             )
         self._check_options(doc, at, spec)
-        line = doc.line(at)
+        where = f"notify[{at[-1]}]"
         if spec.template:
-            template = self.renderer.load(
-                spec.template, file=doc.file, line=doc.line((*at, "template"))
-            )
+            label, load = f"{where}.template {spec.template!r}", self.renderer.load
+            template = self._template(doc, rule, label, (*at, "template"), load, spec.template)
             return Notify(spec.sink, spec.priority, spec.options, template=template)
-        title = self.renderer.inline(spec.title or "", file=doc.file, line=line)
-        message = self.renderer.inline(spec.message or "", file=doc.file, line=line)
+        inline = self.renderer.inline
+        title = self._template(doc, rule, f"{where}.title", (*at, "title"), inline, spec.title)
+        message = self._template(
+            doc, rule, f"{where}.message", (*at, "message"), inline, spec.message
+        )
         return Notify(spec.sink, spec.priority, spec.options, title=title, message=message)
+
+    def _template(
+        self, doc: YamlDoc, rule: str, label: str, at: Path_, make: Callable[..., T],
+        source: str | None,
+    ) -> T | None:  # fmt: skip
+        """A compiled template, or None with its error recorded: every one of a file is told."""
+        line = doc.line(at)
+        try:
+            return make(source or "", file=doc.file, line=line)
+        except ConfigError as err:
+            if err.file == doc.file:
+                self.errors.append(
+                    ConfigError(f"rule {rule!r} {label}: {err.message}", err.file, err.line)
+                )
+            else:  # in a template file: told once, whichever rules use it
+                found = self.prover.error(
+                    rule, label, doc.file, line, err.file, err.line, err.message
+                )
+                self.errors += [found] if found else []
+            return None
+
+    def _prove(self, doc: YamlDoc, at: Path_, rule: Rule, when: Mapping[str, Any]) -> None:
+        """Each template of the rule rendered on a sample of each upstream kind it can see."""
+        kinds = when.get("kind")
+        wanted = {kinds} if isinstance(kinds, str) else set(kinds or ())
+        samples: dict[tuple[str, str], Item] = {}
+        for account in sorted(rule.accounts):
+            caps = self.accounts[account]
+            for kind, sample in caps.samples.items():
+                if not wanted or kind in wanted:
+                    samples.setdefault((caps.type, kind), sample)
+        formats = {name: sink.format for name, sink in self.sinks.items()}
+        found = self.prover.prove(
+            rule, lambda key: doc.line((*at, *key)), targets(rule, formats), [*samples.values()]
+        )
+        self.errors += found
 
     def _check_options(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> None:
         caps = self.sinks[spec.sink]
@@ -379,10 +425,10 @@ class RuleLoader:
         at: Path_,
         raw: str | dict[str, Any],
         accounts: frozenset[str],
-        when: Mapping[str, Any],
+        rule: RuleSpec,
     ) -> Action:
         name, args = (raw, {}) if isinstance(raw, str) else _single(doc, at, raw)
-        kinds = when.get("kind")
+        kinds = rule.when.get("kind")
         for account in sorted(accounts):
             caps = self.accounts[account]
             for kind, allowed in caps.actions.items():
@@ -400,10 +446,13 @@ class RuleLoader:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
         template = (
-            self.renderer.inline(str(message), file=doc.file, line=doc.line(at))
+            self._template(
+                doc, rule.name, f"then[{at[-1]}].{name}.message", (*at, name, "message"),
+                self.renderer.inline, str(message),
+            )
             if message is not None
             else None
-        )
+        )  # fmt: skip
         return Action(name, delay, args, template)
 
 

@@ -8,7 +8,6 @@ notification to one sink and records nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -16,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from bot.app import Loaded, build, resources
 from bot.config import SinkConfig
 from bot.detail import verdict
 from bot.errors import AuthError, ConfigError, PermanentError, RemoteError
-from bot.item import Item
+from bot.item import Attachment, Item, Kind
 from bot.pipeline import Pipeline
+from bot.prove import attempt, describe, lenient, targets
 from bot.render import Renderer
-from bot.rules import plan
+from bot.rules import Match, plan
 from bot.sinks import SINKS, Notification, Sink
 from bot.sources import Feed
 from bot.yamlfile import YamlDoc, load_yaml
@@ -145,7 +147,10 @@ def render(renderer: Renderer, template: str, item_file: Path, sink: Sink | None
         data = json.loads(item_file.read_text(encoding="utf-8"))
     except ValueError as err:
         raise ValueError(f"{item_file}: not JSON: {err}") from None
-    item = item_from(data)
+    try:
+        item = item_from(data)
+    except BadItem as err:
+        raise BadItem(f"{item_file}: {err}", err.loc) from None
     if template.endswith(".j2"):
         path = Path(template)
         renderer, template = Renderer([path.parent]), path.stem
@@ -156,22 +161,85 @@ def render(renderer: Renderer, template: str, item_file: Path, sink: Sink | None
     return f"{title}\n\n{message}"
 
 
-ITEM_DEFAULTS = {"account": "example", "feed": "example", "kind": "email", "id": "1"}
-ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(Item)) - {"complete"}
+class BadItem(ValueError):
+    """An item file that is not an item; ``loc`` is the path of the first problem in it."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
-def item_from(data: Mapping[str, Any]) -> Item:
+class _Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    name: str
+    content_type: str
+    size: int | None = None
+
+
+class _Item(BaseModel):
+    """An item as a user writes one for ``render`` and ``test-rules``: any of its fields."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    account: str = "example"
+    feed: str = "example"
+    kind: Kind = "email"
+    id: str = "1"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    sender: str = ""
+    recipient: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    unread: bool | None = None
+    url: str | None = None
+    attachments: list[_Attachment] = []
+    links: list[str] = []
+    raw: dict[str, Any] = {}
+    upstream: str = ""
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+ITEM_FIELDS = frozenset(_Item.model_fields)
+
+
+def item_from(data: Any) -> Item:
     """An item from JSON or YAML: a webhook payload, its ``item``, or just some fields.
-    Raises ValueError naming unknown fields."""
-    fields = dict(data["item"]) if isinstance(data.get("item"), dict) else dict(data)
+    Raises BadItem naming each problem: ``attachments[0]: content_type missing``."""
+    if not isinstance(data, Mapping):
+        raise BadItem("an item is a mapping of its fields (subject, text, …)")
+    fields = dict(data["item"]) if isinstance(data.get("item"), Mapping) else dict(data)
     fields.pop("age", None)
     fields.pop("complete", None)  # a webhook payload's: rendering takes the item as given
     unknown = sorted(set(fields) - ITEM_FIELDS)
     if unknown:
-        raise ValueError(f"unknown item fields {unknown}; known: {', '.join(sorted(ITEM_FIELDS))}")
-    moment = fields.get("created_at", datetime.now(UTC))
-    fields["created_at"] = moment.isoformat() if isinstance(moment, datetime) else str(moment)
-    return Item.from_json({**ITEM_DEFAULTS, **fields})
+        known = ", ".join(sorted(ITEM_FIELDS))
+        raise BadItem(f"unknown item fields {unknown}; known: {known}", (unknown[0],))
+    try:
+        typed = _Item.model_validate(fields)
+    except ValidationError as err:
+        problems = err.errors(include_url=False)
+        raise BadItem("; ".join(map(_problem, problems)), problems[0]["loc"]) from None
+    values = typed.model_dump()
+    values["attachments"] = tuple(Attachment(**a) for a in values["attachments"])
+    values["links"] = tuple(values["links"])
+    return Item(**values)
+
+
+def _problem(error: ErrorDetails) -> str:
+    *parent, last = error["loc"]
+    if error["type"] == "missing":
+        return f"{_path(parent)}: {last} missing" if parent else f"{last} missing"
+    value = error["input"]
+    shown = f" (got {value!r})" if isinstance(value, str | int | float | None) else ""
+    return f"{_path(error['loc'])}: {error['msg']}{shown}"
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def run_rule_tests(loaded: Loaded, cases_file: Path) -> int:
@@ -198,8 +266,8 @@ def _case(loaded: Loaded, doc: YamlDoc, index: int, case: Any, accounts: Sequenc
         fields.setdefault("upstream", account.type)
     try:
         item = item_from(fields)
-    except (TypeError, ValueError) as err:
-        raise doc.error((index, "item"), f"{index}.item: {err}") from None
+    except BadItem as err:
+        raise doc.error((index, "item", *err.loc), f"{index}.item: {err}") from None
     now = datetime.now(UTC)
     context = {"item": item.fields(now), "account": item.account, "now": now}
     matches = plan(loaded.rules, item, context)
@@ -210,6 +278,30 @@ def _case(loaded: Loaded, doc: YamlDoc, index: int, case: Any, accounts: Sequenc
     for key, value in (case.get("extract") or {}).items():
         if extract.get(key) != str(value):
             problems.append(f"extract {key}={extract.get(key)!r}, expected {str(value)!r}")
+    for match in matches:
+        problems += _unrendered(loaded, match, item, now, with_raw="raw" in fields)
     verdict = f"FAIL {label}: {'; '.join(problems)}" if problems else f"PASS {label}"
     print(verdict)
     return not problems
+
+
+def _unrendered(
+    loaded: Loaded, match: Match, item: Item, now: datetime, with_raw: bool
+) -> list[str]:
+    """The rule's notifications and replies that would not render for ``item`` (and so
+    would fail at run time). Without a ``raw`` in the case, a raw key reads as empty."""
+    ctx = loaded.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
+    if not with_raw:
+        ctx["item"]["raw"] = lenient({})
+    formats = {name: sink.format or "text" for name, sink in loaded.config.sinks.items()}
+    found = []
+    for target in targets(match.rule, formats):
+        err = attempt(target, ctx)
+        if err is not None:
+            if err.filename:
+                where = f"{err.where}, line {err.line}: "
+            else:
+                where = f"line {err.line} of the template: " if (err.line or 1) > 1 else ""
+            label = f"rule {match.rule.name!r} {target.label}"
+            found.append(f"{label} would not render: {where}{describe(err)}")
+    return found

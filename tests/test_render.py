@@ -243,7 +243,10 @@ def test_condition_syntax_error(renderer: Renderer, source: str) -> None:
     ("render", "words"),
     [
         (lambda r: r.inline("Code {{ code }}").render, "'code' is undefined"),
-        (lambda r: r.inline("{{ item.subjet }}").render, "no attribute 'subjet'"),
+        (
+            lambda r: r.inline("{{ item.subjet }}").render,
+            "'item' has no field 'subjet' \\(fields: account, ",
+        ),
         (lambda r: r.condition("{{ code == '1' }}"), "'code' is undefined"),
         (lambda r: r.condition("{{ code }}"), "'code' is undefined"),
         (lambda r: r.inline("{{ item.text|int(strict) }}").render, "'strict' is undefined"),

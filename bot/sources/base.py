@@ -5,14 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
-from typing import Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, cast
 
 import aiohttp
 
 from bot.config import AccountConfig
 from bot.http import Limiters
-from bot.item import File, Item
+from bot.item import Attachment, File, Item, Kind
 
 Known = Callable[[Sequence[str]], set[str]]  # which of these item ids the feed has seen
 
@@ -102,3 +102,30 @@ class Source(ABC):
         """Apply ``action`` to ``items`` (several only for ``batch_actions``).
 
         A GoneError means the item is not there any more: the action is moot."""
+
+    # --- samples, that `check` renders every template on -----------------------------
+
+    sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # kind → a record as listed
+
+    @classmethod
+    def samples(cls, account: str) -> dict[str, Item]:
+        """An item of each kind this upstream gives, every field filled and typed as on a
+        real one, ``raw`` as the upstream's own record."""
+        created = datetime.now(UTC) - timedelta(minutes=5)
+        upstream, raws = cls.type_name, cls.sample_raw
+        return {
+            kind: replace(SAMPLE, account=account, feed=feed, kind=cast(Kind, kind),
+                          created_at=created, raw=raws.get(kind, {}), upstream=upstream,
+                          sender="alice@example.org" if kind == "email" else "alice")
+            for feed, kind in cls.feed_kinds.items()
+        }  # fmt: skip
+
+
+_LINK = "https://example.org/verify?code=123456"
+SAMPLE = Item(
+    account="", feed="", kind="email", id="1", created_at=datetime.now(UTC),
+    sender="alice", recipient="bob@example.org", subject="Your code 123456",
+    text=f"Use 123456, or confirm at {_LINK}", html=f'<p>Use <a href="{_LINK}">123456</a></p>',
+    unread=True, url="https://example.org/item/1",
+    attachments=(Attachment("invoice.pdf", "application/pdf", 2048),), links=(_LINK,),
+)  # fmt: skip

@@ -310,6 +310,25 @@ class E621Source(Source):
             )
         return classify(resp, service, message or ("HTML page" if not resp.is_json() else ""))
 
+    # --- a sample record, that `check` renders templates on ---------------------------
+
+    sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "dmail": {
+            "id": 1800001, "owner_id": 100001, "from_id": 100002, "to_id": 100001,
+            "title": "Your code 123456", "body": "Use 123456", "is_read": False,
+            "is_deleted": False, "created_at": "2024-05-01T12:00:00.000-04:00",
+            "updated_at": "2024-05-01T12:00:00.000-04:00", "to_name": "bob", "from_name": "alice",
+        },
+        "comment": {
+            "id": 7200001, "created_at": "2024-05-01T12:00:00.000-04:00",
+            "updated_at": "2024-05-01T12:00:00.000-04:00", "post_id": 4500001,
+            "creator_id": 100002, "body": "Nice!", "score": 3, "updater_id": 100002,
+            "do_not_bump_post": False, "is_hidden": False, "is_sticky": False,
+            "warning_type": None, "warning_user_id": None, "creator_name": "alice",
+            "updater_name": "alice", "vote": 0,
+        },
+    }  # fmt: skip
+
 
 def _records(data: Any) -> list[Any]:
     """A list answer; older servers answered an empty list as ``{"<name>": []}``."""

@@ -202,6 +202,19 @@ class MailTdSource(Source):
             return GoneError(f"{resp.what}: message {state}", service=self.name, status=resp.status)
         return classify(resp, self.name, code or ("HTML page" if not resp.is_json() else ""))
 
+    # --- a sample record, that `check` renders templates on ---------------------------
+
+    sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "email": {  # the list entry and, once the body is needed, the detail
+            "id": "1", "sender": "alice@example.org", "from": "Alice <alice@example.org>",
+            "subject": "Your code 123456", "preview_text": "Use 123456", "size": 2048,
+            "is_read": False, "created_at": "2024-05-01T12:00:00Z", "address": "bob@mail.td",
+            "text_body": "Use 123456", "html_body": "<p>Use 123456</p>",
+            "attachments": [{"index": 0, "filename": "invoice.pdf",
+                             "content_type": "application/pdf", "size": 2048}],
+        },
+    }  # fmt: skip
+
 
 def parse_time(value: str) -> datetime:
     """RFC 3339 with or without fractions or ``Z``; naive times are taken as UTC."""

@@ -218,6 +218,18 @@ class MinuteMailSource(Source):
             retry_after=QUOTA_RETRY,
         )
 
+    # --- a sample record, that `check` renders templates on ---------------------------
+
+    sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "email": {
+            "id": "1", "mailboxId": "ed930b25-dd40-41b3-a712-e502fbcc5565",
+            "sender": "alice@example.org", "subject": "Your code 123456",
+            "body": "<p>Use 123456</p>", "hasAttachments": True,
+            "attachments": [{"id": "a1", "name": "invoice.pdf", "sizeBytes": 2048}],
+            "receivedAt": "2024-05-01T12:00:00Z",
+        },
+    }  # fmt: skip
+
 
 def oldest_first(items: list[Item]) -> list[Item]:
     """The listing's order is not documented: a newest-first list is turned round, then

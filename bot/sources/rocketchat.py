@@ -321,6 +321,24 @@ class RocketChatSource(Source):
             return GoneError(what, service=self.name, status=status)
         return classify(resp, self.name, detail)
 
+    # --- a sample record, that `check` renders templates on ---------------------------
+
+    sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "chat": {
+            "_id": "m1", "rid": "r1", "msg": "Your code 123456", "ts": "2024-05-01T12:00:00.000Z",
+            "u": {"_id": "u2", "username": "alice", "name": "Alice"},
+            "_updatedAt": "2024-05-01T12:00:00.000Z", "urls": [], "mentions": [],
+            "channels": [], "md": [{"type": "PARAGRAPH",
+                                    "value": [{"type": "PLAIN_TEXT", "value": "Your code"}]}],
+            "file": {"_id": "f1", "name": "invoice.pdf", "type": "application/pdf", "size": 2048},
+            "files": [{"_id": "f1", "name": "invoice.pdf", "type": "application/pdf",
+                       "size": 2048, "format": "PDF"}],
+            "attachments": [{"type": "file", "title": "invoice.pdf",
+                             "title_link": "/file-upload/f1/invoice.pdf",
+                             "title_link_download": True, "ts": "2024-05-01T12:00:00.000Z"}],
+        },
+    }  # fmt: skip
+
 
 def _reset_after(resp: Response, error: str) -> float:
     """Seconds until the window resets: ``X-RateLimit-Reset`` is epoch milliseconds."""
