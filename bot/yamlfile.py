@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ConfigErrors
 
 Path_ = tuple[str | int, ...]
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -42,7 +42,8 @@ class YamlDoc:
 
 
 def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
-    """Parse ``path``; syntax errors, duplicate keys and bad ``${…}`` are ConfigErrors."""
+    """Parse ``path``; syntax errors, duplicate keys and bad ``${…}`` are ConfigErrors,
+    all of a file's at once (every unset variable, not only the first)."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -56,7 +57,12 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
         raise ConfigError(f"YAML syntax error: {err.problem or err}", shown, line) from None
     doc = YamlDoc(shown, None)
     if node is not None:
-        doc.data = _Builder(doc, expand, path.parent).build(node, ())
+        builder = _Builder(doc, expand, path.parent)
+        doc.data = builder.build(node, ())
+        if len(builder.errors) == 1:
+            raise builder.errors[0]
+        if builder.errors:
+            raise ConfigErrors(builder.errors)
     return doc
 
 
@@ -66,6 +72,7 @@ class _Builder:
         self.expand = expand
         self.base = base
         self.constructor = yaml.SafeLoader("")
+        self.errors: list[ConfigError] = []
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.doc.lines.setdefault(path, node.start_mark.line + 1)
@@ -82,18 +89,32 @@ class _Builder:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = self.constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | bool) or isinstance(key, bool):
-                raise self.doc.error(path, f"keys must be text, not {key!r}")
-            key = str(key)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | bool) or isinstance(key, bool):
+                self.errors.append(
+                    ConfigError(f"keys must be text, not {key!r}", self.doc.file, line)
+                )
+                continue
+            key = str(key)
             if key in result:
-                raise ConfigError(f"duplicate key {key!r}", self.doc.file, line)
+                first = self.doc.lines[(*path, key)]
+                message = f"duplicate key {key!r} (first on line {first})"
+                self.errors.append(ConfigError(message, self.doc.file, line))
+                continue
             self.doc.lines[(*path, key)] = line
             result[key] = self.build(value_node, (*path, key))
         return result
 
     def _expand(self, value: str, path: Path_) -> str:
-        return _REFERENCE.sub(lambda m: self._reference(m.group(1), path), value)
+        return _REFERENCE.sub(lambda m: self._resolved(m.group(1), path), value)
+
+    def _resolved(self, ref: str, path: Path_) -> str:
+        """``${ref}``'s value; a problem is kept (the file's others are still reported)."""
+        try:
+            return self._reference(ref, path)
+        except ConfigError as err:
+            self.errors.append(err)
+            return ""
 
     def _reference(self, ref: str, path: Path_) -> str:
         """The value of ``${ref}``: an environment variable, or ``file:PATH``'s content."""

@@ -5,7 +5,7 @@
       account_id: 0b6b7b06-0000-4000-8000-000000000000   # or the address itself
       token: ${MAILTD_TOKEN}                              # a td_… API token (Bearer)
       every: 30s
-      rate: 4                                             # requests/s: 4 free, 10 Pro
+      rate: 4/s                                           # 4/s free, 10/s Pro (4 alone: per second)
 
 The list gives 30 summaries a page, newest first; bodies come from the detail,
 fetched only when a rule or template needs them. 410 on a detail means the
@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import AccountConfig, Duration
+from bot.config import AccountConfig, AccountRate, HttpUrl, Interval
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify, digest
 from bot.item import Attachment, File, Item
@@ -39,11 +39,11 @@ QUOTA_RETRY = 3600.0
 
 class MailTdAccount(AccountConfig):
     type: Literal["mailtd"]
-    base_url: str = "https://api.mail.td"
+    base_url: HttpUrl = "https://api.mail.td"
     account_id: str = Field(min_length=1)
     token: SecretStr
-    every: Duration = timedelta(seconds=30)
-    rate: int = Field(4, ge=1, le=50)
+    every: Interval = timedelta(seconds=30)
+    rate: AccountRate = (4, 1.0)  # 4/s free, 10/s Pro
     feed_names: ClassVar[tuple[str, ...]] = ("messages",)
 
 
@@ -67,7 +67,7 @@ class MailTdSource(Source):
             service=name,
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
             # the service counts per user (token): accounts sharing a token share the budget
-            limiter=limiters.get(f"mailtd:{digest(config.token)}", config.rate),
+            limiter=limiters.get(f"mailtd:{digest(config.token)}", *config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
