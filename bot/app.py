@@ -45,7 +45,12 @@ def load(path: Path) -> Loaded:
     }
     config = load_config(path, registries)
     renderer = Renderer(config.template_dirs())
-    accounts = {n: AccountCaps(a.type, SOURCES[a.type].actions) for n, a in config.accounts.items()}
+    accounts = {
+        n: AccountCaps(
+            a.type, SOURCES[a.type].actions, tuple(a.feeds or SOURCES[a.type].default_feeds)
+        )
+        for n, a in config.accounts.items()
+    }
     sinks = {
         n: SinkCaps(s.type, SINKS[s.type].sends_item, SINKS[s.type].options_model)
         for n, s in config.sinks.items()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from bot.conditions import Compiled, Context, WhenCompiler, union_fields
+from bot.conditions import Compiled, Context, WhenCompiler, listing, union_fields
 from bot.config import Model, parse_duration, validation_errors
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import DETAIL_FIELDS, Item
@@ -25,6 +25,7 @@ from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
 PRIORITIES = ("min", "low", "default", "high", "urgent")
+T = TypeVar("T")
 
 
 def _priority(value: Any) -> Any:
@@ -197,6 +198,7 @@ class AccountCaps:
 
     type: str
     actions: Mapping[str, frozenset[str]]  # kind → actions
+    feeds: tuple[str, ...] = ()  # the feeds it polls (enabled or not); () when not known
 
 
 @dataclass(frozen=True)
@@ -214,8 +216,11 @@ class RuleLoader:
     accounts: Mapping[str, AccountCaps]
     sinks: Mapping[str, SinkCaps]
     errors: list[ConfigError] = field(default_factory=list)
+    allowed: Mapping[str, Mapping[str, None]] = field(default_factory=dict)
 
     def load(self, files: Sequence[Path]) -> list[Rule]:
+        """Every rule of ``files``; raises ConfigErrors with all their problems, by line."""
+        self.allowed = self._closed_values()
         rules: list[Rule] = []
         seen: dict[str, str] = {}
         for path in files:
@@ -247,27 +252,58 @@ class RuleLoader:
             return []
         rules = []
         for i, raw in enumerate(doc.data):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            label = f"rule {name!r}" if isinstance(name, str) and name else f"rule #{i + 1}"
             try:
                 spec = RuleSpec.model_validate(raw)
-            except ValidationError as err:
-                self.errors += validation_errors(doc, (i,), err)
-                continue
-            if spec.enabled:
-                try:
+                if spec.enabled:
                     rules.append(self._compile(doc, (i,), spec))
-                except ConfigError as err:
-                    self.errors.append(err)
+            except ValidationError as err:
+                self.errors += [_named(e, doc, i, label) for e in validation_errors(doc, (i,), err)]
+            except ConfigErrors as err:
+                self.errors += [_named(e, doc, i, label) for e in err.errors]
         return rules
 
+    def _closed_values(self) -> dict[str, dict[str, None]]:
+        """The values ``when:`` may name for the closed fields, in configuration order."""
+        caps = self.accounts.values()
+        allowed = {
+            "account": dict.fromkeys(self.accounts),
+            "upstream": dict.fromkeys(c.type for c in caps),
+            "kind": dict.fromkeys(k for c in caps for k in c.actions),
+        }
+        if all(c.feeds for c in caps):
+            allowed["feed"] = dict.fromkeys(f for c in caps for f in c.feeds)
+        return allowed
+
     def _compile(self, doc: YamlDoc, at: Path_, spec: RuleSpec) -> Rule:
-        when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
+        """The rule compiled; raises ConfigErrors with every problem of its when, extract,
+        notify and then."""
+        compiler = WhenCompiler(doc, self.renderer, self.allowed)
+        when = compiler.compile(spec.when, (*at, "when"))
+        errors = compiler.errors
         accounts = self._accounts(spec.when)
-        notify = tuple(self._notify(doc, (*at, "notify", i), n) for i, n in enumerate(spec.notify))
-        then = tuple(
-            self._action(doc, (*at, "then", i), a, accounts, spec.when)
-            for i, a in enumerate(spec.then)
+        if not accounts and not errors:
+            errors.append(self._reaches_none(doc, (*at, "when"), spec.when))
+        extract = {}
+        for key, ex in spec.extract.items():
+            if (
+                compiled := _kept(errors, self._extract, doc, (*at, "extract", key), ex)
+            ) is not None:
+                extract[key] = compiled
+        notify = tuple(
+            n
+            for i, spec_n in enumerate(spec.notify)
+            if (n := _kept(errors, self._notify, doc, (*at, "notify", i), spec_n)) is not None
         )
-        extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
+        then = tuple(
+            a
+            for i, raw in enumerate(spec.then)
+            if (a := _kept(errors, self._action, doc, (*at, "then", i), raw, accounts, spec.when))
+            is not None
+        )
+        if errors:
+            raise ConfigErrors(errors)
         used = union_fields(
             [
                 when.fields,
@@ -307,7 +343,22 @@ class RuleLoader:
         if isinstance(kinds, str | list):
             wanted = {kinds} if isinstance(kinds, str) else set(kinds)
             names = {n for n in names if wanted & set(self.accounts[n].actions)}
+        feeds = when.get("feed")
+        if isinstance(feeds, str | list) and "feed" in self.allowed:
+            wanted = {feeds} if isinstance(feeds, str) else set(feeds)
+            names = {n for n in names if wanted & set(self.accounts[n].feeds)}
         return frozenset(names)
+
+    def _reaches_none(self, doc: YamlDoc, at: Path_, when: Mapping[str, Any]) -> ConfigError:
+        """Why a rule whose values all exist still reaches no account: their combination."""
+        named = ", ".join(f"{k}: {when[k]}" for k in CLOSED_KEYS if k in when)
+        if not self.accounts:
+            return doc.error(at, f"{dotted(at)}: no account is configured, so no item can match")
+        accounts = listing(
+            f"{n} ({c.type}: {', '.join(c.actions)})" for n, c in self.accounts.items()
+        )
+        message = f"no configured account has {named} together; accounts: {accounts}"
+        return doc.error(at, f"{dotted(at)}: {message}")
 
     def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec) -> Notify:
         if spec.sink not in self.sinks:
@@ -382,6 +433,33 @@ class RuleLoader:
             else None
         )
         return Action(name, delay, args, template)
+
+
+CLOSED_KEYS = ("account", "upstream", "kind", "feed")
+
+
+def _kept(errors: list[ConfigError], compile: Callable[..., T], *args: Any) -> T | None:
+    """``compile(*args)``, or None with its errors kept (several, from ConfigErrors)."""
+    try:
+        return compile(*args)
+    except ConfigError as err:
+        errors += err.errors if isinstance(err, ConfigErrors) else [err]
+        return None
+
+
+def _named(err: ConfigError, doc: YamlDoc, index: int, label: str) -> ConfigError:
+    """``err`` of the rule at ``index`` of ``doc``, naming it by ``label`` (``rule 'x'``) in
+    place of its index: ``0.notify.0.sink: …`` → ``rule 'x' notify.0.sink: …``."""
+    if err.file != doc.file:
+        return err  # a template file's own error: the same for every rule using it
+    prefix = str(index)
+    if err.message.startswith(f"{prefix}."):
+        message = f"{label} {err.message[len(prefix) + 1 :]}"
+    elif err.message.startswith(f"{prefix}:"):
+        message = f"{label}{err.message[len(prefix) :]}"
+    else:
+        message = f"{label}: {err.message}"
+    return ConfigError(message, err.file, err.line)
 
 
 def _single(doc: YamlDoc, at: Path_, raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
