@@ -190,6 +190,19 @@ class AccountConfig(Section):
     enabled: bool = True
     feed_names: ClassVar[tuple[str, ...]] = ()
 
+    def poll_budget(self) -> tuple[float, str] | None:
+        """Requests a minute the upstream stands, and who says so; None: no known limit."""
+        return None
+
+    def intervals(self) -> list[tuple[Path_, timedelta]]:
+        """The intervals written in the file, with their paths under the account."""
+        written = [(("every",), self.every)] if "every" in self.model_fields_set else []
+        return written + [
+            (("feeds", name, "every"), feed.every)
+            for name, feed in self.feeds.items()
+            if feed.every
+        ]
+
     @field_validator("feeds")
     @classmethod
     def _known_feeds(cls, feeds: dict[str, FeedConfig]) -> dict[str, FeedConfig]:
@@ -220,6 +233,12 @@ class Config(Section):
     alerts_to: str | None = None
     alerts_after: Duration = timedelta(minutes=30)
     _base_dir: Path = PrivateAttr(Path("."))
+    _warnings: list[ConfigError] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[ConfigError]:
+        """What ``check`` warns about without refusing: polling faster than an upstream likes."""
+        return self._warnings
 
     def rule_files(self, pattern: str | None = None) -> list[Path]:
         """The rule files named by ``rules:`` (or one of its patterns), globs expanded,
@@ -233,6 +252,21 @@ class Config(Section):
 
     def template_dirs(self) -> list[Path]:
         return [self._base_dir / d for d in self.templates]
+
+    def fast_polls(self, doc: YamlDoc) -> list[ConfigError]:
+        """Intervals whose polls alone take half of the upstream's budget or more: a poll
+        takes at least one request, often two (a body, a second page)."""
+        warnings = []
+        for name, account in self.accounts.items():
+            budget = account.poll_budget()
+            for where, every in account.intervals() if budget else []:
+                per_minute = 60 / every.total_seconds()
+                if budget and per_minute >= budget[0] / 2:
+                    path = ("accounts", name, *where)
+                    meaning = f"{every.total_seconds():g}s means {per_minute:g} requests/min"
+                    message = f"warning: {dotted(path)}: {meaning}; {budget[1]}"
+                    warnings.append(doc.error(path, message))
+        return warnings
 
     def unknown_alert_sink(self, doc: YamlDoc) -> list[ConfigError]:
         if self.alerts_to is None or self.alerts_to in self.sinks:
@@ -296,6 +330,7 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
     except ValidationError as err:
         raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
     config._base_dir = path.parent
+    config._warnings = config.fast_polls(doc)
     errors += config.missing_files(doc) + config.unknown_alert_sink(doc)
     if errors:
         raise ConfigErrors(errors)

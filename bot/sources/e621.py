@@ -74,6 +74,9 @@ class E621Account(AccountConfig):
     feeds: dict[str, E621Feed] = Field(default_factory=dict)  # type: ignore[assignment]
     feed_names: ClassVar[tuple[str, ...]] = ("dmails", "comments")
 
+    def poll_budget(self) -> tuple[float, str]:
+        return 60.0, "e621 asks for at most 1 request/s"
+
     @field_validator("user_agent")
     @classmethod
     def _honest_agent(cls, agent: str | None) -> str | None:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import AccountConfig, AccountRate, HttpUrl, Interval
+from bot.config import AccountConfig, AccountRate, HttpUrl, Interval, show_rate
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify, digest
 from bot.item import Attachment, File, Item
@@ -45,6 +45,10 @@ class MailTdAccount(AccountConfig):
     every: Interval = timedelta(seconds=30)
     rate: AccountRate = (4, 1.0)  # 4/s free, 10/s Pro
     feed_names: ClassVar[tuple[str, ...]] = ("messages",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        return count * 60 / period, f"rate: {show_rate(self.rate)} (Mail.td: 4/s free, 10/s Pro)"
 
 
 class MailTdSource(Source):

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import AccountConfig, AccountRate, HttpUrl, Interval
+from bot.config import AccountConfig, AccountRate, HttpUrl, Interval, show_rate
 from bot.errors import (
     AuthError,
     GoneError,
@@ -66,6 +66,11 @@ class MinuteMailAccount(AccountConfig):
     every: Interval = timedelta(seconds=30)
     rate: AccountRate = (2, 1.0)
     feed_names: ClassVar[tuple[str, ...]] = ("mails",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        quota = "and MinuteMail counts every call against the key's quota"
+        return count * 60 / period, f"rate: {show_rate(self.rate)}, {quota}"
 
 
 class MinuteMailSource(Source):

@@ -39,7 +39,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from bot.config import AccountConfig, HttpUrl, Interval, parse_rate
+from bot.config import AccountConfig, HttpUrl, Interval, parse_rate, show_rate
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify
 from bot.item import Attachment, Item
@@ -80,6 +80,11 @@ class RocketChatAccount(AccountConfig):
     realtime: bool = False
     rate: Annotated[tuple[int, float], BeforeValidator(_route_rate)] = (10, RATE_PERIOD)
     feed_names: ClassVar[tuple[str, ...]] = ("dms",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        allows = f"Rocket.Chat allows {show_rate(self.rate)} calls per route (rate:)"
+        return count * 60 / period, f"{allows}, and every poll calls the same routes"
 
     @model_validator(mode="after")
     def _one_login(self) -> RocketChatAccount:
