@@ -8,7 +8,7 @@
       # username: alice                   # password login, repeated when the token is refused
       # password: ${ROCKETCHAT_PASSWORD}
       every: 1m
-      rate: 10/min                        # calls per route: the server's default
+      rate: 10/min                        # calls per route (10 alone: per minute): the default
 
 A poll asks ``subscriptions.get?updatedSince=`` which DM rooms changed, then reads only
 those rooms' ``dm.history`` with ``showThreadMessages=true`` (thread replies included),
@@ -63,9 +63,9 @@ _WAIT = re.compile(r"wait (\d+) seconds")
 
 
 def _route_rate(value: Any) -> Any:
-    """The server counts calls per minute per route: a bare number is refused, not guessed."""
+    """The server counts calls per minute per route, so a bare number means per minute."""
     if isinstance(value, int) and not isinstance(value, bool):
-        raise ValueError(f"write {value}/min: Rocket.Chat counts calls per minute per route")
+        return (value, RATE_PERIOD)
     return parse_rate(value)
 
 
