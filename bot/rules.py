@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from bot.conditions import Compiled, Context, WhenCompiler, listing, union_fields
+from bot.conditions import FIELDS, Compiled, Context, WhenCompiler, listing, union_fields
 from bot.config import Model, parse_duration, validation_errors
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import DETAIL_FIELDS, Item
@@ -394,6 +394,9 @@ class RuleLoader:
             raise doc.error(where, f"{dotted(where)}: {problem}") from None
 
     def _extract(self, doc: YamlDoc, at: Path_, spec: ExtractSpec) -> Extract:
+        if spec.from_ not in FIELDS:
+            message = f"unknown field {spec.from_!r}; allowed: {', '.join(FIELDS)}"
+            raise doc.error((*at, "from"), f"{dotted(at)}.from: {message}")
         try:
             return Extract(spec.from_, re.compile(spec.regex))
         except re.error as err:

@@ -52,9 +52,7 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(f"YAML syntax error: {err.problem or err}", shown, line) from None
+        raise _syntax_error(err, text, shown) from None
     doc = YamlDoc(shown, None)
     if node is not None:
         builder = _Builder(doc, expand, path.parent)
@@ -64,6 +62,25 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
         if builder.errors:
             raise ConfigErrors(builder.errors)
     return doc
+
+
+_INDENT_PROBLEMS = ("expected <block end>", "did not find expected", "could not find expected ':'")
+
+
+def _syntax_error(err: yaml.MarkedYAMLError, text: str, shown: str) -> ConfigError:
+    """PyYAML's message, with what the user most likely has to do about it."""
+    mark = err.problem_mark or err.context_mark
+    line = mark.line + 1 if mark else None
+    problem = str(err.problem or err)
+    rows = text.splitlines()
+    row = rows[line - 1] if line and line <= len(rows) else ""
+    if "'\\t'" in problem or "\t" in row[: len(row) - len(row.lstrip())]:
+        problem += "; indent with spaces, not tabs"
+    elif problem.startswith("mapping values are not allowed"):
+        problem += "; check the indentation, or quote a value that holds ': '"
+    elif problem.startswith(_INDENT_PROBLEMS):
+        problem += "; check the indentation"
+    return ConfigError(f"YAML syntax error: {problem}", shown, line)
 
 
 class _Builder:
@@ -106,6 +123,9 @@ class _Builder:
         return result
 
     def _expand(self, value: str, path: Path_) -> str:
+        if "${" in _REFERENCE.sub("", value):
+            message = f"{dotted(path)}: a ${{ without its }}; write ${{NAME}}"
+            self.errors.append(self.doc.error(path, message))
         return _REFERENCE.sub(lambda m: self._resolved(m.group(1), path), value)
 
     def _resolved(self, ref: str, path: Path_) -> str:
