@@ -168,6 +168,8 @@ class WhenCompiler:
             raise self.error(path, f"unknown field {key!r}; allowed: {allowed}")
         if top != "raw" and key != top:
             raise self.error(path, f"{top} has no parts; only raw.<key> takes a dotted name")
+        if top == "raw" and not key[4:]:
+            raise self.error(path, "raw takes the upstream's key after a dot: raw.<key>")
         test = self._value_test(key, value, path)
         return Compiled(lambda f: test(_read(f, key)), frozenset({top}))
 
@@ -180,6 +182,10 @@ class WhenCompiler:
         return Compiled(lambda f: join(p(f) for p in preds), union_fields(p.fields for p in parts))
 
     def _value_test(self, key: str, value: Any, path: Path_) -> Callable[[Any], bool]:
+        if value == []:
+            raise self.error(path, "an empty list matches nothing; give values")
+        if value == {}:
+            raise self.error(path, "{} names no operator; write e.g. {contains: …}")
         if isinstance(value, list):
             options = [
                 self._kept(_FAILED, self._equals, key, v, (*path, i)) for i, v in enumerate(value)

@@ -74,7 +74,8 @@ def parse_rate(value: Any) -> Any:
     word = match[3] if match else ""
     unit = word[:-1] if word not in _PERIODS and len(word) > 3 and word.endswith("s") else word
     if not match or int(match[1]) < 1 or unit not in _PERIODS or int(match[2] or 1) < 1:
-        raise ValueError(f"{value!r} is not a rate; write e.g. 4/s, 20/min, 100/hour")
+        whole = "; counts are whole: 1/2s is one every 2 s" if "." in str(value) else ""
+        raise ValueError(f"{value!r} is not a rate; write e.g. 4/s, 20/min, 100/hour{whole}")
     return (int(match[1]), float(int(match[2] or 1) * _PERIODS[unit]))
 
 

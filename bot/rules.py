@@ -259,10 +259,20 @@ class RuleLoader:
                 if spec.enabled:
                     rules.append(self._compile(doc, (i,), spec))
             except ValidationError as err:
-                self.errors += [_named(e, doc, i, label) for e in validation_errors(doc, (i,), err)]
+                found = validation_errors(doc, (i,), err) + self._when_errors(doc, i, raw)
+                self.errors += [_named(e, doc, i, label) for e in found]
             except ConfigErrors as err:
                 self.errors += [_named(e, doc, i, label) for e in err.errors]
         return rules
+
+    def _when_errors(self, doc: YamlDoc, i: int, raw: Any) -> list[ConfigError]:
+        """The conditions' errors of a rule refused for its shape, so all show at once."""
+        when = raw.get("when") if isinstance(raw, dict) else None
+        if not isinstance(when, dict):
+            return []
+        compiler = WhenCompiler(doc, self.renderer, self.allowed)
+        compiler.compile(when, (i, "when"))
+        return compiler.errors
 
     def _closed_values(self) -> dict[str, dict[str, None]]:
         """The values ``when:`` may name for the closed fields, in configuration order."""
@@ -430,6 +440,16 @@ class RuleLoader:
         except ValueError as err:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
+        for key in args:  # the only arguments an action takes
+            problem = f"{dotted(at)}.{name}.{key}: unknown argument; allowed: after, message"
+            raise doc.error((*at, name, key), problem)
+        if (message is None) == (name == "reply"):
+            problem = (
+                'reply needs a message: {reply: {message: "…"}}'
+                if name == "reply"
+                else f"{name} takes no message (only reply does)"
+            )
+            raise doc.error(at, f"{dotted(at)}: {problem}")
         template = (
             self.renderer.inline(str(message), file=doc.file, line=doc.line(at))
             if message is not None

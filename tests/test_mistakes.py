@@ -89,6 +89,12 @@ AT_ONCE = (
 CODE = "subject: {regex: '(?i)code'}"
 # fmt: off
 CASES = [
+    valid("valid", "unquoted-date", R, CODE, "created_at: {gt: 2024-01-01}", "YAML's date is a date"),
+    valid("valid", "variable-default", C, '"http://127.0.0.1:8080/hook"', '"${HOOK_URL:-http://127.0.0.1:8080/hook}"',
+          "a default stands for an unset variable"),
+    valid("valid", "string-boolean", R, "  stop: true", '  stop: "true"', "true/false in quotes still read as booleans"),
+    valid("valid", "no-notify", R, '  notify: {sink: screen, message: "{{ item.subject }}"}', "  notify: []",
+          "a rule may only act"),
     # typos, at every level
     bad("typo", "top-key", C, "rules: [", "rule: [", 17, "rule: unknown key"),
     bad("typo", "top-key-templates", C, "templates:", "template:", 18, "template: unknown key"),
@@ -116,6 +122,14 @@ CASES = [
     bad("typo", "sink-name", R, "    - sink: phone", "    - sink: phon", 8,
         "rule 'verification-code' notify.0.sink: unknown sink 'phon'; configured: hooks, phone, screen"),
     bad("typo", "extract-from", R, "{from: text,", "{from: txt,", 6, "extract.code.from: unknown field 'txt'"),
+    bad("typo", "action-argument", R, "{delete: {after: 1h}}", "{delete: {aftr: 1h}}", 12,
+        "rule 'verification-code' then.1.delete.aftr: unknown argument; allowed: after, message"),
+    bad("typo", "raw-without-dot", R, "unread: true", "raw: {is_read: 1}", 18,
+        "rule 'staff-dmail' when.raw: raw takes the upstream's key after a dot: raw.<key>"),
+    bad("typo", "priority-capital", R, "priority: high", "priority: High", 11,
+        "notify.0.priority: Input should be 'min', 'low', 'default', 'high' or 'urgent', not 'High'"),
+    bad("typo", "notify-sinks", R, "      priority: high", "      priority: high\n      sinks: screen", 12,
+        "rule 'verification-code' notify.0.sinks: unknown key"),
     # wrong types
     bad("type", "duration", C, "every: 30s", "every: soon", 6, "'soon' is not a duration"),
     bad("type", "sink-not-mapping", C, "  screen: {type: console}", "  screen: console", 16, "sinks.screen.type: missing"),
@@ -131,6 +145,20 @@ CASES = [
         "rule 'staff-dmail' notify.0: Input should be a valid dictionary"),
     bad("type", "rule-file-mapping", R, "- name: verification-code\n", "rules:\n- name: verification-code\n", 1,
         "a rule file is a list of rules", named=False),
+    bad("type", "feed-shorthand", C, "dmails: {every: 2m}", "dmails: 2m", 12,
+        "accounts.furry.feeds.dmails: Input should be a valid dictionary"),
+    bad("type", "headers-list", C, "rate: 30/min}", "rate: 30/min, headers: [Authorization: x]}", 15,
+        "sinks.hooks.headers: Input should be a valid dictionary"),
+    bad("type", "sink-a-list", R, "    - sink: phone", "    - sink: [phone, screen]", 8,
+        "rule 'verification-code' notify.0.sink: Input should be a valid string"),
+    bad("type", "when-a-list", R, "    upstream: e621\n    kind: dmail\n    unread: true",
+        "    - upstream: e621\n    - kind: dmail", 15, "rule 'staff-dmail' when: Input should be a valid dictionary"),
+    bad("type", "any-a-mapping", R, CODE, "any: {subject: code, text: code}", 4,
+        "rule 'verification-code' when.any: any takes a non-empty list of conditions"),
+    bad("type", "not-a-list", R, "unread: true", "not: [kind: email]", 18,
+        "rule 'staff-dmail' when.not: conditions must be a mapping of fields to values"),
+    bad("type", "message-on-mark-read", R, "  then: [mark_read]\n", "  then: [{mark_read: {message: seen}}]\n", 20,
+        "rule 'staff-dmail' then.0: mark_read takes no message (only reply does)"),
     # indentation
     bad("indent", "account-key-too-far-left", C, "    token: td_secret", "  token: td_secret", 6,
         "YAML syntax error", "check the indentation"),
@@ -183,6 +211,13 @@ CASES = [
     bad("operator-type", "in-without-list", R, "    kind: email", "    kind: {in: email}", 3, "in takes a list of values"),
     bad("operator-type", "several-in-one-rule", R, f"    kind: email\n    {CODE}", "    kind: mail\n    subject: {gt: 5, regex: '['}", 3,
         "'mail' is not a kind", "subject.gt:", "subject.regex: bad regex"),
+    bad("operator-type", "no-operator", R, CODE, "subject: {}", 4,
+        "rule 'verification-code' when.subject: {} names no operator"),
+    bad("operator-type", "empty-list", R, "    kind: email", "    kind: []", 3, "when.kind: an empty list matches nothing"),
+    bad("operator-type", "eq-text-on-boolean", R, "unread: true", "unread: {eq: 'yes'}", 18, "when.unread.eq: 'yes' is not a boolean"),
+    bad("operator-type", "contains-a-list", R, CODE, "subject: {contains: [code, pin]}", 4,
+        "when.subject.contains: contains takes text"),
+    bad("operator-type", "age-in-words", R, CODE, "age: {lt: 10 minutes}", 4, "when.age.lt: '10 minutes' is not a duration"),
     # variables
     bad("variable", "several-unset", C, "token: td_secret", "token: ${MAILTD_TOKEN}", 5,
         "accounts.signup.token: environment variable MAILTD_TOKEN is not set",
@@ -201,15 +236,27 @@ CASES = [
         "sinks.hooks.url: not a URL (it does not start with http:// or https://); write e.g. https://"),
     bad("url", "webhook-without-host", C, "http://127.0.0.1:8080/hook", "https:///hook", 15, "it has no host"),
     bad("url", "ntfy-without-topic", C, "https://ntfy.sh/alice-inbox", "https://ntfy.sh", 14, "sinks.phone.url: the URL must end with a topic"),
+    bad("url", "mqtt-as-http", C, "  screen: {type: console}", '  screen: {type: mqtt, url: "http://broker:1883", topic: x}', 16,
+        "sinks.screen.url: write mqtt://host:1883 or mqtts://host:8883"),
+    bad("url", "discord-without-scheme", C, "  screen: {type: console}", '  screen: {type: discord, url: "discord.com/api/webhooks/1/x"}', 16,
+        "sinks.screen.url: not a URL", "the value is not shown"),
     # secrets
     bad("secret", "empty-default", C, "token: td_secret", "token: ${TOKEN:-}", 5, "accounts.signup.token: is empty"),
     bad("secret", "empty-literal", C, "api_key: e621-key", "api_key: ''", 10, "accounts.furry.api_key: is empty"),
     bad("secret", "dollar-without-braces", C, "token: td_secret", "token: $MAILTD_TOKEN", 5,
         "accounts.signup.token: '$MAILTD_TOKEN' is taken as it is written; write ${MAILTD_TOKEN}"),
+    bad("secret", "empty-header", C, "rate: 30/min}", 'rate: 30/min, headers: {Authorization: "${TOKEN:-}"}}', 15,
+        "sinks.hooks.headers: is empty"),
+    bad("secret", "empty-sink-token", C, 'alice-inbox"}', 'alice-inbox", token: ""}', 14, "sinks.phone.token: is empty"),
+    bad("secret", "empty-username", C, "username: alice", "username: ''", 9, "accounts.furry.username: String should have at least 1 character"),
     # intervals
     bad("interval", "milliseconds", C, "every: 30s", "every: 100ms", 6, "accounts.signup.every: 0.1s is too often"),
     bad("interval", "zero", C, "every: 30s", "every: 0", 6, "0s is too often"),
     bad("interval", "feed", C, "dmails: {every: 2m}", "dmails: {every: 0.5s}", 12, "feeds.dmails.every: 0.5s is too often"),
+    bad("interval", "negative", C, "every: 30s", "every: -5s", 6, "accounts.signup.every: '-5s' is not a duration"),
+    bad("interval", "in-words", C, "every: 30s", "every: 30 seconds", 6, "'30 seconds' is not a duration; write e.g. 30s, 2m"),
+    valid("interval", "compound", C, "every: 30s", "every: 1h30m", "durations combine units"),
+    valid("interval", "bare-number", C, "every: 30s", "every: 30", "a bare number is seconds"),
     valid("interval", "e621-every-second", C, "dmails: {every: 2m}", "dmails: {every: 1s}",
           "allowed, but e621 asks for 1 request/s: check warns",
           "warning: accounts.furry.feeds.dmails.every: 1s means 60 requests/min; e621 asks for at most 1 request/s"),
@@ -220,6 +267,10 @@ CASES = [
     bad("rate", "sink-bare-number", C, "rate: 30/min", "rate: 30", 15, "sinks.hooks.rate: 30 is not a rate"),
     bad("rate", "zero", C, "rate: 30/min", "rate: 0/s", 15, "'0/s' is not a rate"),
     bad("rate", "account-unit", C, "every: 30s", "every: 30s\n    rate: 4/ms", 7, "accounts.signup.rate: '4/ms' is not a rate"),
+    bad("rate", "fraction", C, "rate: 30/min", "rate: 0.5/s", 15, "'0.5/s' is not a rate", "1/2s is one every 2 s"),
+    bad("rate", "negative", C, "rate: 30/min", "rate: -1/s", 15, "'-1/s' is not a rate"),
+    valid("rate", "every-two-seconds", C, "rate: 30/min", "rate: 1/2s", "a count per a number of units"),
+    valid("rate", "spaces", C, "rate: 30/min", "rate: 30 / min", "spaces around the slash are ignored"),
     valid("rate", "account-bare-number", C, "every: 30s", "every: 30s\n    rate: 4", "an account's bare number is per second"),
     valid("rate", "account-per-second", C, "every: 30s", "every: 30s\n    rate: 10/s", "Mail.td Pro"),
     valid("rate", "sink-per-hour", C, "rate: 30/min", "rate: 100/hour", "any of s, min, hour, day"),
@@ -287,3 +338,31 @@ def test_a_mistake_is_refused_or_valid_on_purpose(
     )
     for text in others:
         assert text in proc.stderr, proc.stderr
+
+
+def test_every_error_of_a_file_at_once_sorted_by_line_naming_its_rule(tmp_path: Path) -> None:
+    rules = RULES.replace("kind: email", "kind: mail").replace("priority: high", "priority: top")
+    rules = rules.replace("unread: true", "unread: {regex: 'yes'}").replace("txt", "text")
+    proc = check(tmp_path, CONFIG, rules)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    found = [re.match(r"(\S+):(\d+): (.*)", line) for line in proc.stderr.splitlines()]
+    assert all(found), proc.stderr
+    where = [(Path(m[1]).name, int(m[2])) for m in found if m]
+    assert where == [(R, 3), (R, 11), (R, 18)], proc.stderr
+    names = [m[3].split(" ")[1] for m in found if m and m[1].endswith(R)]
+    assert names == ["'verification-code'"] * 2 + ["'staff-dmail'"], proc.stderr
+
+
+def test_a_reply_needs_its_message(tmp_path: Path) -> None:
+    config = CONFIG.replace(
+        "      dmails: {every: 2m}", "      comments: {every: 10m, search: {poster_id: 7}}"
+    )
+    rules = "- name: thank\n  when: {kind: comment}\n  then: [reply]\n"
+    proc = check(tmp_path, config, rules)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        f"{tmp_path / R}:3: rule 'thank' then.0: reply needs a message: "
+        '{reply: {message: "…"}}\n'
+    )
+    ok = rules.replace("[reply]", "[{reply: {message: 'Thanks, {{ item.sender }}!'}}]")
+    assert check(tmp_path, config, ok).returncode == 0
