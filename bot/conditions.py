@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
+import jinja2
+from jinja2 import nodes
+
 from bot.config import parse_duration
 from bot.errors import ConfigError
 from bot.render import Renderer
@@ -41,6 +44,7 @@ _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": ope
 _TEXT_OPS = ("regex", "contains", "startswith", "endswith")
 OPERATORS = (*_TEXT_OPS, "in", "eq", "ne", "not", *_COMPARE)
 COMBINATORS = ("any", "all", "not", "if")
+IF_NAMES = ("item", "account", "now")  # what an `if:` expression sees (the pipeline's context)
 # every field not named here is text; raw.<key> is anything
 FIELD_TYPES = {"unread": "boolean", "created_at": "date", "age": "duration",
                "attachments": "list", "links": "list"}  # fmt: skip
@@ -161,6 +165,8 @@ class WhenCompiler:
             return Compiled(lambda f: not inner.predicate(f), inner.fields)
         if key == "if":
             cond = self.renderer.condition(str(value), file=self.doc.file, line=self.doc.line(path))
+            for problem in unknown_names(str(value)):
+                self.errors.append(self.error(path, problem))
             return Compiled(cond, cond.fields_used)
         top = key.split(".", 1)[0]
         if top not in (*FIELDS, "raw"):
@@ -278,6 +284,23 @@ class WhenCompiler:
         if isinstance(arg, bool) or not isinstance(arg, int | float):
             raise self.error(path, f"expected a number, not {arg!r}")
         return arg
+
+
+def unknown_names(source: str) -> list[str]:
+    """What an ``if:`` expression (syntax already proven) reads that no item context has:
+    a name but ``item``, ``account``, ``now`` and Jinja's own, or an item field not there."""
+    expr = source.strip().removeprefix("{{").removesuffix("}}")
+    ast = jinja2.Environment().parse(f"{{{{ {expr} }}}}")
+    known = {*IF_NAMES, *jinja2.defaults.DEFAULT_NAMESPACE}
+    names = sorted({n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - known)
+    sees = ", ".join(IF_NAMES)
+    problems = [f"{name!r} is not defined here; a condition sees: {sees}" for name in names]
+    for node in ast.find_all(nodes.Getattr):
+        inner, key = node.node, node.attr
+        is_item = isinstance(inner, nodes.Name) and inner.name == "item"
+        if is_item and key not in (*FIELDS, "raw"):
+            problems.append(f"'item' has no field {key!r} (fields: {', '.join(FIELDS)}, raw)")
+    return problems
 
 
 def _comparable(value: Any) -> Any:

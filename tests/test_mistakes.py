@@ -89,12 +89,6 @@ AT_ONCE = (
 CODE = "subject: {regex: '(?i)code'}"
 # fmt: off
 CASES = [
-    valid("valid", "unquoted-date", R, CODE, "created_at: {gt: 2024-01-01}", "YAML's date is a date"),
-    valid("valid", "variable-default", C, '"http://127.0.0.1:8080/hook"', '"${HOOK_URL:-http://127.0.0.1:8080/hook}"',
-          "a default stands for an unset variable"),
-    valid("valid", "string-boolean", R, "  stop: true", '  stop: "true"', "true/false in quotes still read as booleans"),
-    valid("valid", "no-notify", R, '  notify: {sink: screen, message: "{{ item.subject }}"}', "  notify: []",
-          "a rule may only act"),
     # typos, at every level
     bad("typo", "top-key", C, "rules: [", "rule: [", 17, "rule: unknown key"),
     bad("typo", "top-key-templates", C, "templates:", "template:", 18, "template: unknown key"),
@@ -122,6 +116,10 @@ CASES = [
     bad("typo", "sink-name", R, "    - sink: phone", "    - sink: phon", 8,
         "rule 'verification-code' notify.0.sink: unknown sink 'phon'; configured: hooks, phone, screen"),
     bad("typo", "extract-from", R, "{from: text,", "{from: txt,", 6, "extract.code.from: unknown field 'txt'"),
+    bad("typo", "if-field", R, "unread: true", "if: \"{{ item.subjct == 'x' }}\"", 18,
+        "rule 'staff-dmail' when.if: 'item' has no field 'subjct' (fields: account, feed"),
+    bad("typo", "if-name", R, "unread: true", "if: \"{{ code == '123456' }}\"", 18,
+        "when.if: 'code' is not defined here; a condition sees: item, account, now"),
     bad("typo", "action-argument", R, "{delete: {after: 1h}}", "{delete: {aftr: 1h}}", 12,
         "rule 'verification-code' then.1.delete.aftr: unknown argument; allowed: after, message"),
     bad("typo", "raw-without-dot", R, "unread: true", "raw: {is_read: 1}", 18,
@@ -283,6 +281,14 @@ CASES = [
     valid("valid", "then-as-text", R, "  then: [mark_read]\n", "  then: mark_read\n", "a single action needs no list"),
     valid("valid", "count-of-list", R, CODE, "attachments: {gte: 1}", "a comparison on a list compares the count"),
     valid("valid", "text-test-on-list", R, CODE, "links: {contains: verify}", "a text test on a list holds for one element"),
+    valid("valid", "if-expression", R, "unread: true", "if: \"item.sender | lower == 'admin' and account == 'furry'\"",
+          "a bare Jinja expression over item, account and now"),
+    valid("valid", "unquoted-date", R, CODE, "created_at: {gt: 2024-01-01}", "YAML's date is a date"),
+    valid("valid", "variable-default", C, '"http://127.0.0.1:8080/hook"', '"${HOOK_URL:-http://127.0.0.1:8080/hook}"',
+          "a default stands for an unset variable"),
+    valid("valid", "string-boolean", R, "  stop: true", '  stop: "true"', "true/false in quotes still read as booleans"),
+    valid("valid", "no-notify", R, '  notify: {sink: screen, message: "{{ item.subject }}"}', "  notify: []",
+          "a rule may only act"),
 ]
 # fmt: on
 
