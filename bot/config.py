@@ -270,6 +270,9 @@ class Config(Section):
         return warnings
 
     def unknown_alert_sink(self, doc: YamlDoc) -> list[ConfigError]:
+        if self.alerts_to is None and "alerts_after" in self.model_fields_set:
+            message = "alerts_after: no alert is sent without alerts_to: SINK; name the sink"
+            return [doc.error(("alerts_after",), message)]
         if self.alerts_to is None or self.alerts_to in self.sinks:
             return []
         known = ", ".join(sorted(self.sinks)) or "none configured"

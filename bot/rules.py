@@ -404,6 +404,10 @@ class RuleLoader:
             raise doc.error(where, f"{dotted(where)}: {problem}") from None
 
     def _extract(self, doc: YamlDoc, at: Path_, spec: ExtractSpec) -> Extract:
+        if at[-1] in TAKEN_NAMES:
+            taken = ", ".join(TAKEN_NAMES)
+            message = f"{at[-1]!r} is a name templates already have ({taken}); choose another"
+            raise doc.error(at, f"{dotted(at)}: {message}")
         if spec.from_ not in FIELDS:
             message = f"unknown field {spec.from_!r}; allowed: {', '.join(FIELDS)}"
             raise doc.error((*at, "from"), f"{dotted(at)}.from: {message}")
@@ -458,6 +462,7 @@ class RuleLoader:
         return Action(name, delay, args, template)
 
 
+TAKEN_NAMES = ("item", "rule", "account", "now", "format")  # an extraction would hide them
 CLOSED_KEYS = ("account", "upstream", "kind", "feed")
 
 

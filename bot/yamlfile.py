@@ -108,9 +108,10 @@ class _Builder:
             key = self.constructor.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str | int | bool) or isinstance(key, bool):
-                self.errors.append(
-                    ConfigError(f"keys must be text, not {key!r}", self.doc.file, line)
-                )
+                message = f"keys must be text, not {key!r}"
+                if isinstance(key, dict):  # message: {{ item.subject }}, unquoted
+                    message = 'YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"'
+                self.errors.append(ConfigError(message, self.doc.file, line))
                 continue
             key = str(key)
             if key in result:

@@ -216,6 +216,26 @@ CASES = [
     bad("operator-type", "contains-a-list", R, CODE, "subject: {contains: [code, pin]}", 4,
         "when.subject.contains: contains takes text"),
     bad("operator-type", "age-in-words", R, CODE, "age: {lt: 10 minutes}", 4, "when.age.lt: '10 minutes' is not a duration"),
+    # missing pieces
+    bad("missing", "sink-type", C, "  screen: {type: console}", "  screen: {}", 16,
+        "sinks.screen.type: missing; allowed: console, discord"),
+    bad("missing", "smtp-keys", C, "  screen: {type: console}", "  screen: {type: smtp, host: mail.example.org}", 16,
+        "sinks.screen.from: required key is missing", "sinks.screen.to: required key is missing"),
+    bad("missing", "rule-files", C, "rules: [rules.yaml]", "rules: [rule/*.yaml]", 17, "rules: 'rule/*.yaml' names no file"),
+    bad("missing", "templates-folder", C, "templates: [templates]", "templates: [tmpl]", 18, "tmpl is not a folder"),
+    bad("missing", "notify-message", R, '      message: "{{ item.subject }}"\n', "", 8,
+        "rule 'verification-code' notify.0: give a template, or an inline message (and title)"),
+    bad("missing", "alerts-to", C, "templates: [templates]", "templates: [templates]\nalerts_after: 30m", 19,
+        "alerts_after: no alert is sent without alerts_to: SINK"),
+    bad("missing", "rule-name", R, "- name: staff-dmail\n  when:", "- when:", 14, "rule #2 name: required key is missing"),
+    # YAML reading what the user did not mean
+    bad("yaml", "unquoted-template", R, 'message: "{{ item.subject }}"\n      priority', "message: {{ item.subject }}\n      priority", 10,
+        'YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"', named=False),
+    bad("yaml", "unquoted-colon", R, 'title: "Code {{ code }}"', "title: Code: {{ code }}", 9,
+        "YAML syntax error: mapping values are not allowed here; check the indentation, or quote a value that holds ': '",
+        named=False),
+    bad("yaml", "extraction-named-item", R, "    code: {from", "    item: {from", 6,
+        "rule 'verification-code' extract.item: 'item' is a name templates already have"),
     # variables
     bad("variable", "several-unset", C, "token: td_secret", "token: ${MAILTD_TOKEN}", 5,
         "accounts.signup.token: environment variable MAILTD_TOKEN is not set",
@@ -287,6 +307,8 @@ CASES = [
     valid("valid", "variable-default", C, '"http://127.0.0.1:8080/hook"', '"${HOOK_URL:-http://127.0.0.1:8080/hook}"',
           "a default stands for an unset variable"),
     valid("valid", "string-boolean", R, "  stop: true", '  stop: "true"', "true/false in quotes still read as booleans"),
+    valid("valid", "disabled-draft", R, "    kind: dmail\n    unread: true", "    kind: dmails\n    unread: true\n  enabled: false",
+          "a disabled rule is a draft: not compiled until enabled (then check proves it)"),
     valid("valid", "no-notify", R, '  notify: {sink: screen, message: "{{ item.subject }}"}', "  notify: []",
           "a rule may only act"),
 ]
@@ -337,7 +359,7 @@ def test_a_mistake_is_refused_or_valid_on_purpose(
     for line in lines:
         assert re.match(rf"{re.escape(str(tmp_path))}/\S+:\d+: ", line), line
         if line.startswith(f"{tmp_path / R}:") and expect["named"]:
-            assert re.search(r"rule (name )?'[^']+'", line), line
+            assert re.search(r"rule (name )?('[^']+'|#\d+)", line), line
     first, *others = expect["texts"]
     assert any(line.startswith(f"{path}:{expect['line']}: ") and first in line for line in lines), (
         f"want {path}:{expect['line']}: …{first}…, got:\n{proc.stderr}"
