@@ -241,7 +241,7 @@ class RuleLoader:
 
     def _file(self, path: Path) -> list[Rule]:
         try:
-            doc = load_yaml(path)
+            doc = load_yaml(path, named=_by_rule)
         except ConfigError as err:
             self.errors.append(err)
             return []
@@ -252,8 +252,7 @@ class RuleLoader:
             return []
         rules = []
         for i, raw in enumerate(doc.data):
-            name = raw.get("name") if isinstance(raw, dict) else None
-            label = f"rule {name!r}" if isinstance(name, str) and name else f"rule #{i + 1}"
+            label = _label(raw, i)
             try:
                 spec = RuleSpec.model_validate(raw)
                 if spec.enabled:
@@ -473,6 +472,24 @@ def _kept(errors: list[ConfigError], compile: Callable[..., T], *args: Any) -> T
     except ConfigError as err:
         errors += err.errors if isinstance(err, ConfigErrors) else [err]
         return None
+
+
+def _label(raw: Any, index: int) -> str:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"rule {name!r}" if isinstance(name, str) and name else f"rule #{index + 1}"
+
+
+def _by_rule(doc: YamlDoc, errors: list[ConfigError]) -> list[ConfigError]:
+    """A rule file's reading errors (duplicate keys, ``${…}``), each named by its rule."""
+    rules = list(enumerate(doc.data)) if isinstance(doc.data, list) else []
+    named = []
+    for err in errors:
+        holding = [(i, raw) for i, raw in rules if err.line and doc.lines[(i,)] <= err.line]
+        if holding:
+            index, raw = holding[-1]
+            err = _named(err, doc, index, _label(raw, index))
+        named.append(err)
+    return named
 
 
 def _named(err: ConfigError, doc: YamlDoc, index: int, label: str) -> ConfigError:

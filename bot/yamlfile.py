@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ import yaml
 from bot.errors import ConfigError, ConfigErrors
 
 Path_ = tuple[str | int, ...]
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_REFERENCE = re.compile(r"\$\{(?!\{)([^}]*)\}")  # ${{ x }} is a $ before a template
+_OPENING = re.compile(r"\$\{(?!\{)")
+Naming = Callable[["YamlDoc", list[ConfigError]], list[ConfigError]]
 
 
 @dataclass
@@ -41,9 +44,10 @@ class YamlDoc:
         return ConfigError(message, self.file, self.line(path))
 
 
-def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
+def load_yaml(path: Path, *, expand: bool = True, named: Naming | None = None) -> YamlDoc:
     """Parse ``path``; syntax errors, duplicate keys and bad ``${…}`` are ConfigErrors,
-    all of a file's at once (every unset variable, not only the first)."""
+    all of a file's at once (every unset variable, not only the first); ``named`` may
+    rename them, seeing the document as far as it could be read."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -57,10 +61,11 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
     if node is not None:
         builder = _Builder(doc, expand, path.parent)
         doc.data = builder.build(node, ())
-        if len(builder.errors) == 1:
-            raise builder.errors[0]
-        if builder.errors:
-            raise ConfigErrors(builder.errors)
+        errors = named(doc, builder.errors) if named and builder.errors else builder.errors
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ConfigErrors(errors)
     return doc
 
 
@@ -124,7 +129,7 @@ class _Builder:
         return result
 
     def _expand(self, value: str, path: Path_) -> str:
-        if "${" in _REFERENCE.sub("", value):
+        if _OPENING.search(_REFERENCE.sub("", value)):
             message = f"{dotted(path)}: a ${{ without its }}; write ${{NAME}}"
             self.errors.append(self.doc.error(path, message))
         return _REFERENCE.sub(lambda m: self._resolved(m.group(1), path), value)

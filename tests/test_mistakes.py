@@ -172,8 +172,8 @@ CASES = [
     bad("duplicate", "config-key", C, "    every: 30s", "    every: 30s\n    every: 1m", 7,
         "duplicate key 'every' (first on line 6)"),
     bad("duplicate", "account", C, "  furry:", "  signup:", 7, "duplicate key 'signup'"),
-    bad("duplicate", "rule-key", R, "    kind: email", "    kind: email\n    kind: chat", 4, "duplicate key 'kind'",
-        named=False),
+    bad("duplicate", "rule-key", R, "    kind: email", "    kind: email\n    kind: chat", 4,
+        "rule 'verification-code': duplicate key 'kind' (first on line 3)"),
     bad("duplicate", "rule-name", R, "- name: staff-dmail", "- name: verification-code", 14,
         "rule name 'verification-code' is used twice"),
     # closed sets: what the configuration has
@@ -230,7 +230,7 @@ CASES = [
     bad("missing", "rule-name", R, "- name: staff-dmail\n  when:", "- when:", 14, "rule #2 name: required key is missing"),
     # YAML reading what the user did not mean
     bad("yaml", "unquoted-template", R, 'message: "{{ item.subject }}"\n      priority', "message: {{ item.subject }}\n      priority", 10,
-        'YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"', named=False),
+        'rule \'verification-code\': YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"'),
     bad("yaml", "unquoted-colon", R, 'title: "Code {{ code }}"', "title: Code: {{ code }}", 9,
         "YAML syntax error: mapping values are not allowed here; check the indentation, or quote a value that holds ': '",
         named=False),
@@ -245,6 +245,10 @@ CASES = [
     bad("variable", "unreadable-file", C, "token: td_secret", "token: ${file:/nonexistent/token}", 5,
         "cannot read /nonexistent/token"),
     bad("variable", "not-a-name", C, "token: td_secret", "token: ${MAILTD TOKEN}", 5, "is neither a variable name nor file:PATH"),
+    bad("variable", "in-a-rule-file", R, 'title: "Code {{ code }}"', 'title: "${PREFIX} {{ code }}"', 9,
+        "rule 'verification-code' notify.0.title: environment variable PREFIX is not set"),
+    valid("variable", "dollar-before-template", R, 'title: "Code {{ code }}"', 'title: "Price ${{ code }}"',
+          "${{ … }} is a $ before a template, not a variable"),
     # URLs
     bad("url", "base-url-without-scheme", C, "    type: mailtd\n", "    type: mailtd\n    base_url: api.mail.td\n", 4,
         "accounts.signup.base_url: 'api.mail.td' is not a server's address (it does not start with http:// or https://); write e.g. https://example.org"),
