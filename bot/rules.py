@@ -443,7 +443,8 @@ class RuleLoader:
         except ValueError as err:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
-        for key in args:  # the only arguments an action takes
+        if args:  # after and message are the only arguments an action takes
+            key = next(iter(args))
             problem = f"{dotted(at)}.{name}.{key}: unknown argument; allowed: after, message"
             raise doc.error((*at, name, key), problem)
         if (message is None) == (name == "reply"):
