@@ -303,6 +303,7 @@ def validation_errors(doc: YamlDoc, prefix: Path_, err: ValidationError) -> list
     for e in err.errors(include_url=False):
         path = (*prefix, *e["loc"])
         message = e["msg"].removeprefix("Value error, ")
+        message = re.sub(r" or instance of \w+$", "", message)  # our class names mean nothing
         if e["type"] == "extra_forbidden":
             message = "unknown key"
         elif e["type"] == "missing":

@@ -157,6 +157,10 @@ CASES = [
         "rule 'staff-dmail' when.not: conditions must be a mapping of fields to values"),
     bad("type", "message-on-mark-read", R, "  then: [mark_read]\n", "  then: [{mark_read: {message: seen}}]\n", 20,
         "rule 'staff-dmail' then.0: mark_read takes no message (only reply does)"),
+    bad("type", "extract-a-field-name", R, "    code: {from", "    code: text\n    other: {from", 6,
+        "rule 'verification-code' extract.code: Input should be a valid dictionary"),
+    bad("type", "extract-from-raw", R, "{from: text,", "{from: raw.code,", 6, "extract.code.from: unknown field 'raw.code'"),
+    bad("type", "extract-bad-regex", R, "regex: '\\b(\\d{6})\\b'", "regex: '(\\d{6}'", 6, "extract.code.regex: bad regex"),
     # indentation
     bad("indent", "account-key-too-far-left", C, "    token: td_secret", "  token: td_secret", 6,
         "YAML syntax error", "check the indentation"),
