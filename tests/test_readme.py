@@ -82,10 +82,13 @@ def listed(value: Any) -> list[Any]:
     return [] if value is None else value if isinstance(value, list) else [value]
 
 
-def with_templates(folder: Path, text: str) -> None:
-    (folder / "templates").mkdir(exist_ok=True)
-    for name in re.findall(r"\btemplate: *['\"]?([\w.-]+)", text):
-        (folder / "templates" / f"{name.removesuffix('.j2')}.j2").write_text(TEMPLATE)
+def with_templates(folder: Path, text: str, dirs: list[str] | None = None) -> None:
+    """The template folders a block names (``templates/`` by default), holding each
+    template its rules name."""
+    for each in dirs or ["templates"]:
+        (folder / each).mkdir(parents=True, exist_ok=True)
+        for name in re.findall(r"\btemplate: *['\"]?([\w.-]+)", text):
+            (folder / each / f"{name.removesuffix('.j2')}.j2").write_text(TEMPLATE)
 
 
 def test_the_readme_has_a_configuration_and_rules() -> None:
@@ -101,7 +104,7 @@ def test_a_configuration_of_the_readme_passes_check(tmp_path: Path, block: str) 
     rules = tmp_path / Path(patterns[0].replace("*", "readme"))
     rules.parent.mkdir(parents=True, exist_ok=True)
     rules.write_text(f"- name: any-item\n  notify: {{sink: {sink}, message: x}}\n")
-    with_templates(tmp_path, block)
+    with_templates(tmp_path, block, data.get("templates"))
     (tmp_path / "inboxbot.yaml").write_text(block)
     proc = check(tmp_path, tmp_path / "inboxbot.yaml", block)
     assert proc.returncode == 0 and ": ok (" in proc.stdout, block + proc.stderr
@@ -120,12 +123,13 @@ def test_a_rules_block_of_the_readme_passes_check(tmp_path: Path, block: str) ->
 def test_the_readme_rules_pass_with_the_readme_configuration(tmp_path: Path) -> None:
     """The README's first configuration with all its rules blocks, as a reader copies them."""
     config = CONFIGS[0]
-    patterns = yaml.safe_load(config).get("rules") or ["rules/*.yaml"]
+    data = yaml.safe_load(config)
+    patterns = data.get("rules") or ["rules/*.yaml"]
     for i, block in enumerate(RULES):
         path = tmp_path / Path(patterns[0].replace("*", f"readme{i}"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(block)
-    with_templates(tmp_path, config + "".join(RULES))
+    with_templates(tmp_path, config + "".join(RULES), data.get("templates"))
     (tmp_path / "inboxbot.yaml").write_text(config)
     proc = check(tmp_path, tmp_path / "inboxbot.yaml", config)
     assert proc.returncode == 0 and ": ok (" in proc.stdout, proc.stderr
