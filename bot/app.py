@@ -46,7 +46,12 @@ def load(path: Path) -> Loaded:
     config = load_config(path, registries)
     renderer = Renderer(config.template_dirs())
     accounts = {
-        n: AccountCaps(a.type, SOURCES[a.type].actions, SOURCES[a.type].samples(n))
+        n: AccountCaps(
+            a.type,
+            SOURCES[a.type].actions,
+            SOURCES[a.type].samples(n),
+            tuple(a.feeds or SOURCES[a.type].default_feeds),
+        )
         for n, a in config.accounts.items()
     }
     sinks = {

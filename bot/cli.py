@@ -146,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
+        for warning in loaded.config.warnings:
+            print(warning, file=sys.stderr)
         print(f"{settings.config}: ok ({summary(loaded)})")
         return 0
     if args.command in helpers:

@@ -7,16 +7,25 @@ combinators ``any``, ``all``, ``not`` and ``if`` (a Jinja expression) nest.
 ``contains``/``startswith``/``endswith`` ignore case; ``regex`` is as written.
 On a list field (``links``, ``attachments`` by name) a text test holds when it
 holds for any element, and a comparison compares the count.
+
+Compiling proves what it can: an operator must fit the field's type (no ``regex`` on
+``unread``, no ``gt`` on ``subject``), a value its type, and ``account``, ``feed``,
+``kind`` and ``upstream`` a value the configuration has; ``raw.<key>`` takes anything.
+Every problem is collected in ``errors``, not only the first.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
+
+import jinja2
+from jinja2 import nodes
 
 from bot.config import parse_duration
 from bot.errors import ConfigError
@@ -25,6 +34,7 @@ from bot.yamlfile import Path_, YamlDoc, dotted
 
 Context = Mapping[str, Any]  # {"item": item fields, "account": …, "now": …}, as templates see it
 Predicate = Callable[[Context], bool]
+T = TypeVar("T")
 
 FIELDS = (
     "account", "feed", "kind", "id", "sender", "recipient", "subject", "text", "html",
@@ -34,6 +44,23 @@ _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": ope
 _TEXT_OPS = ("regex", "contains", "startswith", "endswith")
 OPERATORS = (*_TEXT_OPS, "in", "eq", "ne", "not", *_COMPARE)
 COMBINATORS = ("any", "all", "not", "if")
+IF_NAMES = ("item", "account", "now")  # what an `if:` expression sees (the pipeline's context)
+# every field not named here is text; raw.<key> is anything
+FIELD_TYPES = {"unread": "boolean", "created_at": "date", "age": "duration",
+               "attachments": "list", "links": "list"}  # fmt: skip
+CLOSED = {"account": "unknown account {!r}; configured: {}",
+          "feed": "{!r} is not a feed of any configured account; feeds: {}",
+          "kind": "{!r} is not a kind of any configured account; kinds: {}",
+          "upstream": "{!r} is not the type of any configured account; configured: {}"}  # fmt: skip
+_NOT_COMPARABLE = {
+    "text": "text: use regex, contains, startswith or endswith",
+    "boolean": "a boolean: write true or false",
+}
+_NOT_TEXT_HINT = {
+    "boolean": "write true or false (or null: the upstream has no read state)",
+    "date": "compare it with gt/gte/lt/lte, e.g. {gt: '2024-01-01'}",
+    "duration": "compare it with gt/gte/lt/lte, e.g. {lt: 10m}",
+}
 
 
 @dataclass(frozen=True)
@@ -70,24 +97,65 @@ def _texts(value: Any) -> list[str]:
     return [str(value)]
 
 
-class WhenCompiler:
-    """Compiles one rule's ``when:``; errors name the rule file and line."""
+def listing(values: Iterable[str], limit: int = 12) -> str:
+    """``a, b, c``; with more than ``limit``, the first ones and how many in all."""
+    shown = list(itertools.islice(values, limit + 1))
+    if len(shown) <= limit:
+        return ", ".join(shown) or "none"
+    return f"{', '.join(shown[:limit])}, …"
 
-    def __init__(self, doc: YamlDoc, renderer: Renderer) -> None:
+
+def field_type(key: str) -> str:
+    """``text``, ``boolean``, ``date``, ``duration``, ``list``, or ``any`` for ``raw.<key>``."""
+    return "any" if key.split(".", 1)[0] == "raw" else FIELD_TYPES.get(key, "text")
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+_FAILED: Callable[[Any], bool] = _never
+_NEVER = Compiled(_never, frozenset())  # stands for a condition that has an error
+
+
+class WhenCompiler:
+    """Compiles one rule's ``when:``; errors name the rule file and line, and are all kept
+    in ``errors``. ``allowed`` holds the values the configuration has for the closed fields
+    (``account``, ``feed``, ``kind``, ``upstream``); without it any value passes."""
+
+    def __init__(
+        self,
+        doc: YamlDoc,
+        renderer: Renderer,
+        allowed: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
         self.doc = doc
         self.renderer = renderer
+        self.allowed = allowed
+        self.errors: list[ConfigError] = []
 
     def error(self, path: Path_, message: str) -> ConfigError:
         return self.doc.error(path, f"{dotted(path)}: {message}")
 
     def compile(self, spec: Any, path: Path_) -> Compiled:
         if not isinstance(spec, dict):
-            raise self.error(path, "conditions must be a mapping of fields to values")
-        parts = [self._entry(key, value, (*path, key)) for key, value in spec.items()]
+            self.errors.append(self.error(path, "conditions must be a mapping of fields to values"))
+            return _NEVER
+        parts = [
+            self._kept(_NEVER, self._entry, key, value, (*path, key)) for key, value in spec.items()
+        ]
         preds = [p.predicate for p in parts]
         named = tuple((key, p.predicate, p.fields) for key, p in zip(spec, parts, strict=True))
         fields = union_fields(p.fields for p in parts)
         return Compiled(lambda f: all(p(f) for p in preds), fields, named)
+
+    def _kept(self, failed: T, compile: Callable[..., T], *args: Any) -> T:
+        """``compile(*args)``; an error is kept, and ``failed`` stands in for the part."""
+        try:
+            return compile(*args)
+        except ConfigError as err:
+            self.errors.append(err)
+            return failed
 
     def _entry(self, key: str, value: Any, path: Path_) -> Compiled:
         if key in ("any", "all"):
@@ -97,11 +165,17 @@ class WhenCompiler:
             return Compiled(lambda f: not inner.predicate(f), inner.fields)
         if key == "if":
             cond = self.renderer.condition(str(value), file=self.doc.file, line=self.doc.line(path))
+            for problem in unknown_names(str(value)):
+                self.errors.append(self.error(path, problem))
             return Compiled(cond, cond.fields_used)
         top = key.split(".", 1)[0]
         if top not in (*FIELDS, "raw"):
             allowed = ", ".join((*FIELDS, "raw.<key>", *COMBINATORS))
             raise self.error(path, f"unknown field {key!r}; allowed: {allowed}")
+        if top != "raw" and key != top:
+            raise self.error(path, f"{top} has no parts; only raw.<key> takes a dotted name")
+        if top == "raw" and not key[4:]:
+            raise self.error(path, "raw takes the upstream's key after a dot: raw.<key>")
         test = self._value_test(key, value, path)
         return Compiled(lambda f: test(_read(f, key)), frozenset({top}))
 
@@ -114,23 +188,59 @@ class WhenCompiler:
         return Compiled(lambda f: join(p(f) for p in preds), union_fields(p.fields for p in parts))
 
     def _value_test(self, key: str, value: Any, path: Path_) -> Callable[[Any], bool]:
+        if value == []:
+            raise self.error(path, "an empty list matches nothing; give values")
+        if value == {}:
+            raise self.error(path, "{} names no operator; write e.g. {contains: …}")
         if isinstance(value, list):
-            options = [self._equals(key, v, path) for v in value]
+            options = [
+                self._kept(_FAILED, self._equals, key, v, (*path, i)) for i, v in enumerate(value)
+            ]
             return lambda x: any(t(x) for t in options)
         if isinstance(value, dict):
-            tests = [self._operator(key, op, arg, (*path, op)) for op, arg in value.items()]
+            tests = [
+                self._kept(_FAILED, self._operator, key, op, arg, (*path, op))
+                for op, arg in value.items()
+            ]
             return lambda x: all(t(x) for t in tests)
         return self._equals(key, value, path)
 
     def _equals(self, key: str, expected: Any, path: Path_) -> Callable[[Any], bool]:
         if isinstance(expected, dict | list):
             raise self.error(path, "expected a plain value here")
-        want = self._operand(key, expected, path) if key in ("age", "created_at") else expected
+        kind = field_type(key)
+        if kind in ("date", "duration"):
+            want = self._operand(key, expected, path)
+        elif kind == "boolean" and not (expected is None or isinstance(expected, bool)):
+            raise self.error(path, f"{expected!r} is not a boolean; write true or false")
+        elif kind == "text":
+            want = self._text_value(key, expected, path)
+        else:
+            want = expected
         if key in ("links", "attachments"):
             return lambda x: str(want) in _texts(x)
         return lambda x: bool(x == want)
 
+    def _text_value(self, key: str, value: Any, path: Path_) -> Any:
+        """A text field's value: a whole number is its digits; a closed field's must exist."""
+        if isinstance(value, bool | float | date) or value is None:
+            hint = "YAML reads yes/no/on/off as booleans; " if isinstance(value, bool) else ""
+            raise self.error(path, f"{key} is text, not {value!r}: {hint}quote the value")
+        text = str(value)
+        known = self.allowed.get(key) if self.allowed is not None else None
+        if known is not None and text not in known:
+            raise self.error(path, CLOSED[key].format(text, listing(known)))
+        return text
+
     def _operator(self, key: str, op: str, arg: Any, path: Path_) -> Callable[[Any], bool]:
+        kind = field_type(key)
+        if op in _TEXT_OPS and kind in _NOT_TEXT_HINT:
+            raise self.error(
+                path, f"{op} tests text, and {key} is a {kind}: {_NOT_TEXT_HINT[kind]}"
+            )
+        if op in _COMPARE and kind in _NOT_COMPARABLE:
+            compares = "compares numbers, dates, durations and the count of a list field"
+            raise self.error(path, f"{op} {compares}, and {key} is {_NOT_COMPARABLE[kind]}")
         if op in _TEXT_OPS:
             return self._text_test(op, arg, path)
         if op in _COMPARE:
@@ -174,6 +284,23 @@ class WhenCompiler:
         if isinstance(arg, bool) or not isinstance(arg, int | float):
             raise self.error(path, f"expected a number, not {arg!r}")
         return arg
+
+
+def unknown_names(source: str) -> list[str]:
+    """What an ``if:`` expression (syntax already proven) reads that no item context has:
+    a name but ``item``, ``account``, ``now`` and Jinja's own, or an item field not there."""
+    expr = source.strip().removeprefix("{{").removesuffix("}}")
+    ast = jinja2.Environment().parse(f"{{{{ {expr} }}}}")
+    known = {*IF_NAMES, *jinja2.defaults.DEFAULT_NAMESPACE}
+    names = sorted({n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - known)
+    sees = ", ".join(IF_NAMES)
+    problems = [f"{name!r} is not defined here; a condition sees: {sees}" for name in names]
+    for node in ast.find_all(nodes.Getattr):
+        inner, key = node.node, node.attr
+        is_item = isinstance(inner, nodes.Name) and inner.name == "item"
+        if is_item and key not in (*FIELDS, "raw"):
+            problems.append(f"'item' has no field {key!r} (fields: {', '.join(FIELDS)}, raw)")
+    return problems
 
 
 def _comparable(value: Any) -> Any:

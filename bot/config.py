@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -47,31 +48,105 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
-_PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+MIN_EVERY = timedelta(seconds=1)
+
+
+def at_least_a_second(every: timedelta) -> timedelta:
+    if every < MIN_EVERY:
+        raise ValueError(
+            f"{every.total_seconds():g}s is too often: poll at most once a second (e.g. 30s, 2m)"
+        )
+    return every
+
+
+Interval = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(at_least_a_second)]
+
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600,
+            "hour": 3600, "d": 86400, "day": 86400}  # fmt: skip
+_RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([a-z]+)")
 
 
 def parse_rate(value: Any) -> Any:
-    """``20/min``, ``1/s``, ``100/hour`` → (count, period in seconds)."""
+    """``20/min``, ``1/s``, ``100/hour``, ``5/2s`` → (count, period in seconds)."""
     if isinstance(value, tuple):
         return value
-    count, _, unit = str(value).partition("/")
-    if not count.strip().isdigit() or int(count) < 1 or unit.strip() not in _PERIODS:
-        raise ValueError(f"{value!r} is not a rate; write e.g. 20/min, 1/s, 100/hour")
-    return (int(count), float(_PERIODS[unit.strip()]))
+    match = _RATE.fullmatch(str(value).strip().lower())
+    word = match[3] if match else ""
+    unit = word[:-1] if word not in _PERIODS and len(word) > 3 and word.endswith("s") else word
+    if not match or int(match[1]) < 1 or unit not in _PERIODS or int(match[2] or 1) < 1:
+        whole = "; counts are whole: 1/2s is one every 2 s" if "." in str(value) else ""
+        raise ValueError(f"{value!r} is not a rate; write e.g. 4/s, 20/min, 100/hour{whole}")
+    return (int(match[1]), float(int(match[2] or 1) * _PERIODS[unit]))
+
+
+def parse_account_rate(value: Any) -> Any:
+    """An account's rate: as :func:`parse_rate`, and a bare number means per second."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"{value}/s"
+    return parse_rate(value)
+
+
+def show_rate(rate: tuple[int, float]) -> str:
+    count, period = rate
+    unit = {1.0: "s", 60.0: "min", 3600.0: "hour", 86400.0: "day"}.get(period)
+    return f"{count}/{unit}" if unit else f"{count}/{period:g}s"
 
 
 Rate = Annotated[tuple[int, float], BeforeValidator(parse_rate)]
+AccountRate = Annotated[tuple[int, float], BeforeValidator(parse_account_rate)]
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_problem(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """Why ``value`` is not a URL of one of ``schemes`` with a host; None when it is."""
+    scheme = _SCHEME.match(value)
+    if not scheme:
+        return f"it does not start with {' or '.join(s + '://' for s in schemes)}"
+    if scheme[1].lower() not in schemes:
+        return f"{scheme[1]}:// is not one of {', '.join(s + '://' for s in schemes)}"
+    parts = urlsplit(value)
+    if not parts.hostname or any(c.isspace() for c in value):
+        return "it has no host" if not parts.hostname else "it holds a space"
+    return None
 
 
 def parse_http_url(value: Any) -> Any:
     """A service's address as a person writes it: http(s), a host, no query; no final ``/``."""
-    parts = urlsplit(str(value))
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ValueError(f"{value!r} is not a server's address; write e.g. https://example.org")
+    problem = url_problem(str(value)) or (
+        "it has a query (?…)" if urlsplit(str(value)).query else None
+    )
+    if problem:
+        raise ValueError(
+            f"{value!r} is not a server's address ({problem}); write e.g. https://example.org"
+        )
     return str(value).rstrip("/")
 
 
+def check_secret_url(value: SecretStr) -> SecretStr:
+    """A URL that holds a secret (a webhook's): http(s) with a host; never shown in errors."""
+    problem = url_problem(value.get_secret_value())
+    if problem:
+        raise ValueError(
+            f"not a URL ({problem}); write e.g. https://hooks.example.org/… "
+            "(the value is not shown: it may hold a secret)"
+        )
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(parse_http_url)]
+SecretUrl = Annotated[SecretStr, AfterValidator(check_secret_url)]
+_BARE_VARIABLE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _plain_values(value: Any) -> Iterator[tuple[Any, str]]:
+    """The text values in ``value`` (nested mappings and lists included), secrets revealed."""
+    if isinstance(value, SecretStr):
+        yield value, value.get_secret_value()
+    elif isinstance(value, str):
+        yield value, value
+    elif isinstance(value, dict | list | tuple):
+        for each in value.values() if isinstance(value, dict) else value:
+            yield from _plain_values(each)
 
 
 class Model(BaseModel):
@@ -80,22 +155,54 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FeedConfig(Model):
-    every: Duration | None = None
+class Section(Model):
+    """A part of the main file: a secret may not be empty, a value may not be a bare
+    ``$NAME`` (only ``${NAME}`` is read from the environment)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _filled_in(cls, value: Any) -> Any:
+        for raw, text in _plain_values(value):
+            if isinstance(raw, SecretStr) and not text:
+                raise ValueError("is empty; give the secret (an unset ${VAR:-} gives '')")
+            if _BARE_VARIABLE.fullmatch(text.strip()):
+                name = text.strip()[1:]
+                raise ValueError(
+                    f"'${name}' is taken as it is written; write ${{{name}}} to read the "
+                    "environment variable"
+                )
+        return value
+
+
+class FeedConfig(Section):
+    every: Interval | None = None
     enabled: bool = True
     backlog: Literal["skip", "notify"] | None = None
 
 
-class AccountConfig(Model):
+class AccountConfig(Section):
     """Keys every account understands; each source's model adds its own."""
 
     type: str
-    base_url: str
-    every: Duration = timedelta(minutes=1)
+    base_url: HttpUrl
+    every: Interval = timedelta(minutes=1)
     timeout: Duration = timedelta(seconds=30)
     feeds: dict[str, FeedConfig] = Field(default_factory=dict)
     enabled: bool = True
     feed_names: ClassVar[tuple[str, ...]] = ()
+
+    def poll_budget(self) -> tuple[float, str] | None:
+        """Requests a minute the upstream stands, and who says so; None: no known limit."""
+        return None
+
+    def intervals(self) -> list[tuple[Path_, timedelta]]:
+        """The intervals written in the file, with their paths under the account."""
+        written = [(("every",), self.every)] if "every" in self.model_fields_set else []
+        return written + [
+            (("feeds", name, "every"), feed.every)
+            for name, feed in self.feeds.items()
+            if feed.every
+        ]
 
     @field_validator("feeds")
     @classmethod
@@ -106,7 +213,7 @@ class AccountConfig(Model):
         return feeds
 
 
-class SinkConfig(Model):
+class SinkConfig(Section):
     """Keys every sink understands; each sink's model adds its own."""
 
     type: str
@@ -115,7 +222,7 @@ class SinkConfig(Model):
     timeout: Duration = timedelta(seconds=15)
 
 
-class Config(Model):
+class Config(Section):
     accounts: dict[str, AccountConfig]
     sinks: dict[str, SinkConfig]
     rules: list[str] = ["rules/*.yaml"]
@@ -127,6 +234,12 @@ class Config(Model):
     alerts_to: str | None = None
     alerts_after: Duration = timedelta(minutes=30)
     _base_dir: Path = PrivateAttr(Path("."))
+    _warnings: list[ConfigError] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[ConfigError]:
+        """What ``check`` warns about without refusing: polling faster than an upstream likes."""
+        return self._warnings
 
     def rule_files(self, pattern: str | None = None) -> list[Path]:
         """The rule files named by ``rules:`` (or one of its patterns), globs expanded,
@@ -149,7 +262,25 @@ class Config(Model):
         """``state:``, relative to the config file like every other path in it."""
         return self._base_dir / self.state if self.state else None
 
+    def fast_polls(self, doc: YamlDoc) -> list[ConfigError]:
+        """Intervals whose polls alone take half of the upstream's budget or more: a poll
+        takes at least one request, often two (a body, a second page)."""
+        warnings = []
+        for name, account in self.accounts.items():
+            budget = account.poll_budget()
+            for where, every in account.intervals() if budget else []:
+                per_minute = 60 / every.total_seconds()
+                if budget and per_minute >= budget[0] / 2:
+                    path = ("accounts", name, *where)
+                    meaning = f"{every.total_seconds():g}s means {per_minute:g} requests/min"
+                    message = f"warning: {dotted(path)}: {meaning}; {budget[1]}"
+                    warnings.append(doc.error(path, message))
+        return warnings
+
     def unknown_alert_sink(self, doc: YamlDoc) -> list[ConfigError]:
+        if self.alerts_to is None and "alerts_after" in self.model_fields_set:
+            message = "alerts_after: no alert is sent without alerts_to: SINK; name the sink"
+            return [doc.error(("alerts_after",), message)]
         if self.alerts_to is None or self.alerts_to in self.sinks:
             return []
         known = ", ".join(sorted(self.sinks)) or "none configured"
@@ -182,6 +313,7 @@ def validation_errors(doc: YamlDoc, prefix: Path_, err: ValidationError) -> list
     for e in err.errors(include_url=False):
         path = (*prefix, *e["loc"])
         message = e["msg"].removeprefix("Value error, ")
+        message = re.sub(r" or instance of \w+$", "", message)  # our class names mean nothing
         if e["type"] == "extra_forbidden":
             message = "unknown key"
         elif e["type"] == "missing":
@@ -213,6 +345,7 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
     except ValidationError as err:
         raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
     config._base_dir = path.parent
+    config._warnings = config.fast_polls(doc)
     errors += config.missing_files(doc) + config.unknown_alert_sink(doc)
     if errors:
         raise ConfigErrors(errors)

@@ -2,6 +2,7 @@
 
     InboxbotError
     ├── ConfigError          bad configuration, rule or template: ``file:line: message``
+    │   └── ConfigErrors     several of them, found in one pass, sorted by file and line
     ├── RenderError          a template failed on one item (undefined name, sandbox refusal)
     └── RemoteError          an upstream or a notification target failed; never carries a secret
         ├── TransientError   worth retrying later; ``retry_after`` is the remote's own hint (s)
@@ -37,12 +38,22 @@ class ConfigError(InboxbotError):
         return f"{where}: {self.message}"
 
 
-class ConfigErrors(InboxbotError):
-    """Several configuration errors found in one pass, reported together."""
+class ConfigErrors(ConfigError):
+    """Several configuration errors found in one pass, reported together: the files in the
+    order they were read, each file's errors by line."""
 
     def __init__(self, errors: list[ConfigError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = sort_errors(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def sort_errors(errors: list[ConfigError]) -> list[ConfigError]:
+    """``errors`` (ConfigErrors flattened, repeats dropped) grouped by file in first-seen
+    order, each file's by line."""
+    flat = [e for err in errors for e in (err.errors if isinstance(err, ConfigErrors) else [err])]
+    order = {file: i for i, file in reversed(list(enumerate(e.file for e in flat)))}
+    ordered = sorted(flat, key=lambda e: (order[e.file], e.line or 0))
+    return list({str(e): e for e in ordered}.values())
 
 
 class RemoteError(InboxbotError):

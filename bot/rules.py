@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from bot.conditions import Compiled, Context, WhenCompiler
+from bot.conditions import FIELDS, Compiled, Context, WhenCompiler, listing
 from bot.config import Model, parse_duration, validation_errors
 from bot.detail import Detail, DetailReads, when_raw_keys
 from bot.errors import ConfigError, ConfigErrors
@@ -206,6 +206,7 @@ class AccountCaps:
     type: str
     actions: Mapping[str, frozenset[str]]  # kind → actions
     samples: Mapping[str, Item] = field(default_factory=dict)  # kind → a sample item
+    feeds: tuple[str, ...] = ()  # the feeds it polls (enabled or not); () when not known
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,11 @@ class RuleLoader:
     sinks: Mapping[str, SinkCaps]
     errors: list[ConfigError] = field(default_factory=list)
     prover: Prover = field(default_factory=Prover)
+    allowed: Mapping[str, Mapping[str, None]] = field(default_factory=dict)
 
     def load(self, files: Sequence[Path]) -> list[Rule]:
+        """Every rule of ``files``; raises ConfigErrors with all their problems, by line."""
+        self.allowed = self._closed_values()
         rules: list[Rule] = []
         seen: dict[str, str] = {}
         for path in files:
@@ -247,7 +251,7 @@ class RuleLoader:
 
     def _file(self, path: Path) -> list[Rule]:
         try:
-            doc = load_yaml(path)
+            doc = load_yaml(path, named=_by_rule)
         except ConfigError as err:
             self.errors.append(err)
             return []
@@ -258,28 +262,68 @@ class RuleLoader:
             return []
         rules = []
         for i, raw in enumerate(doc.data):
+            label = _label(raw, i)
             try:
                 spec = RuleSpec.model_validate(raw)
-            except ValidationError as err:
-                self.errors += validation_errors(doc, (i,), err)
-                continue
-            if spec.enabled:
-                try:
+                if spec.enabled:
                     rules.append(self._compile(doc, (i,), spec))
-                except ConfigError as err:
-                    self.errors.append(err)
+            except ValidationError as err:
+                found = validation_errors(doc, (i,), err) + self._when_errors(doc, i, raw)
+                self.errors += [_named(e, doc, i, label) for e in found]
+            except ConfigErrors as err:
+                self.errors += [_named(e, doc, i, label) for e in err.errors]
         return rules
 
+    def _when_errors(self, doc: YamlDoc, i: int, raw: Any) -> list[ConfigError]:
+        """The conditions' errors of a rule refused for its shape, so all show at once."""
+        when = raw.get("when") if isinstance(raw, dict) else None
+        if not isinstance(when, dict):
+            return []
+        compiler = WhenCompiler(doc, self.renderer, self.allowed)
+        compiler.compile(when, (i, "when"))
+        return compiler.errors
+
+    def _closed_values(self) -> dict[str, dict[str, None]]:
+        """The values ``when:`` may name for the closed fields, in configuration order."""
+        caps = self.accounts.values()
+        allowed = {
+            "account": dict.fromkeys(self.accounts),
+            "upstream": dict.fromkeys(c.type for c in caps),
+            "kind": dict.fromkeys(k for c in caps for k in c.actions),
+        }
+        if all(c.feeds for c in caps):
+            allowed["feed"] = dict.fromkeys(f for c in caps for f in c.feeds)
+        return allowed
+
     def _compile(self, doc: YamlDoc, at: Path_, spec: RuleSpec) -> Rule:
-        when = WhenCompiler(doc, self.renderer).compile(spec.when, (*at, "when"))
+        """The rule compiled; raises ConfigErrors with every problem of its when, extract,
+        notify and then."""
+        compiler = WhenCompiler(doc, self.renderer, self.allowed)
+        when = compiler.compile(spec.when, (*at, "when"))
+        errors = compiler.errors
         accounts = self._accounts(spec.when)
+        if not accounts and not errors:
+            errors.append(self._reaches_none(doc, (*at, "when"), spec.when))
+        extract = {}
+        for key, ex in spec.extract.items():
+            if (
+                compiled := _kept(errors, self._extract, doc, (*at, "extract", key), ex)
+            ) is not None:
+                extract[key] = compiled
         notify = tuple(
-            self._notify(doc, (*at, "notify", i), n, spec.name) for i, n in enumerate(spec.notify)
+            n
+            for i, spec_n in enumerate(spec.notify)
+            if (n := _kept(errors, self._notify, doc, (*at, "notify", i), spec_n, spec.name))
+            is not None
         )
         then = tuple(
-            self._action(doc, (*at, "then", i), a, accounts, spec) for i, a in enumerate(spec.then)
+            a
+            for i, raw in enumerate(spec.then)
+            if (a := _kept(errors, self._action, doc, (*at, "then", i), raw, accounts, spec))
+            is not None
         )
-        extract = {k: self._extract(doc, (*at, "extract", k), e) for k, e in spec.extract.items()}
+        if errors:
+            raise ConfigErrors(errors)
         detail = self._detail(spec.when, when, extract, notify, then)
         line = doc.line(at)
         rule = Rule(
@@ -338,7 +382,22 @@ class RuleLoader:
         if isinstance(kinds, str | list):
             wanted = {kinds} if isinstance(kinds, str) else set(kinds)
             names = {n for n in names if wanted & set(self.accounts[n].actions)}
+        feeds = when.get("feed")
+        if isinstance(feeds, str | list) and "feed" in self.allowed:
+            wanted = {feeds} if isinstance(feeds, str) else set(feeds)
+            names = {n for n in names if wanted & set(self.accounts[n].feeds)}
         return frozenset(names)
+
+    def _reaches_none(self, doc: YamlDoc, at: Path_, when: Mapping[str, Any]) -> ConfigError:
+        """Why a rule whose values all exist still reaches no account: their combination."""
+        named = ", ".join(f"{k}: {when[k]}" for k in CLOSED_KEYS if k in when)
+        if not self.accounts:
+            return doc.error(at, f"{dotted(at)}: no account is configured, so no item can match")
+        accounts = listing(
+            f"{n} ({c.type}: {', '.join(c.actions)})" for n, c in self.accounts.items()
+        )
+        message = f"no configured account has {named} together; accounts: {accounts}"
+        return doc.error(at, f"{dotted(at)}: {message}")
 
     def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule: str) -> Notify:
         if spec.sink not in self.sinks:
@@ -412,6 +471,13 @@ class RuleLoader:
             raise doc.error(where, f"{dotted(where)}: {problem}") from None
 
     def _extract(self, doc: YamlDoc, at: Path_, spec: ExtractSpec) -> Extract:
+        if at[-1] in TAKEN_NAMES:
+            taken = ", ".join(TAKEN_NAMES)
+            message = f"{at[-1]!r} is a name templates already have ({taken}); choose another"
+            raise doc.error(at, f"{dotted(at)}: {message}")
+        if spec.from_ not in FIELDS:
+            message = f"unknown field {spec.from_!r}; allowed: {', '.join(FIELDS)}"
+            raise doc.error((*at, "from"), f"{dotted(at)}.from: {message}")
         try:
             return Extract(spec.from_, re.compile(spec.regex))
         except re.error as err:
@@ -445,6 +511,17 @@ class RuleLoader:
         except ValueError as err:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
+        if args:  # after and message are the only arguments an action takes
+            key = next(iter(args))
+            problem = f"{dotted(at)}.{name}.{key}: unknown argument; allowed: after, message"
+            raise doc.error((*at, name, key), problem)
+        if (message is None) == (name == "reply"):
+            problem = (
+                'reply needs a message: {reply: {message: "…"}}'
+                if name == "reply"
+                else f"{name} takes no message (only reply does)"
+            )
+            raise doc.error(at, f"{dotted(at)}: {problem}")
         template = (
             self._template(
                 doc, rule.name, f"then[{at[-1]}].{name}.message", (*at, name, "message"),
@@ -454,6 +531,52 @@ class RuleLoader:
             else None
         )  # fmt: skip
         return Action(name, delay, args, template)
+
+
+TAKEN_NAMES = ("item", "rule", "account", "now", "format")  # an extraction would hide them
+CLOSED_KEYS = ("account", "upstream", "kind", "feed")
+
+
+def _kept(errors: list[ConfigError], compile: Callable[..., T], *args: Any) -> T | None:
+    """``compile(*args)``, or None with its errors kept (several, from ConfigErrors)."""
+    try:
+        return compile(*args)
+    except ConfigError as err:
+        errors += err.errors if isinstance(err, ConfigErrors) else [err]
+        return None
+
+
+def _label(raw: Any, index: int) -> str:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"rule {name!r}" if isinstance(name, str) and name else f"rule #{index + 1}"
+
+
+def _by_rule(doc: YamlDoc, errors: list[ConfigError]) -> list[ConfigError]:
+    """A rule file's reading errors (duplicate keys, ``${…}``), each named by its rule."""
+    rules = list(enumerate(doc.data)) if isinstance(doc.data, list) else []
+    named = []
+    for err in errors:
+        holding = [(i, raw) for i, raw in rules if err.line and doc.lines[(i,)] <= err.line]
+        if holding:
+            index, raw = holding[-1]
+            err = _named(err, doc, index, _label(raw, index))
+        named.append(err)
+    return named
+
+
+def _named(err: ConfigError, doc: YamlDoc, index: int, label: str) -> ConfigError:
+    """``err`` of the rule at ``index`` of ``doc``, naming it by ``label`` (``rule 'x'``) in
+    place of its index: ``0.notify.0.sink: …`` → ``rule 'x' notify.0.sink: …``."""
+    if err.file != doc.file:
+        return err  # a template file's own error: the same for every rule using it
+    prefix = str(index)
+    if err.message.startswith(f"{prefix}."):
+        message = f"{label} {err.message[len(prefix) + 1 :]}"
+    elif err.message.startswith(f"{prefix}:"):
+        message = f"{label}{err.message[len(prefix) :]}"
+    else:
+        message = f"{label}: {err.message}"
+    return ConfigError(message, err.file, err.line)
 
 
 def _single(doc: YamlDoc, at: Path_, raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ConfigErrors
 
 Path_ = tuple[str | int, ...]
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_REFERENCE = re.compile(r"\$\{(?!\{)([^}]*)\}")  # ${{ x }} is a $ before a template
+_OPENING = re.compile(r"\$\{(?!\{)")
+Naming = Callable[["YamlDoc", list[ConfigError]], list[ConfigError]]
 
 
 @dataclass
@@ -41,8 +44,10 @@ class YamlDoc:
         return ConfigError(message, self.file, self.line(path))
 
 
-def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
-    """Parse ``path``; syntax errors, duplicate keys and bad ``${…}`` are ConfigErrors."""
+def load_yaml(path: Path, *, expand: bool = True, named: Naming | None = None) -> YamlDoc:
+    """Parse ``path``; syntax errors, duplicate keys and bad ``${…}`` are ConfigErrors,
+    all of a file's at once (every unset variable, not only the first); ``named`` may
+    rename them, seeing the document as far as it could be read."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -51,13 +56,36 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(f"YAML syntax error: {err.problem or err}", shown, line) from None
+        raise _syntax_error(err, text, shown) from None
     doc = YamlDoc(shown, None)
     if node is not None:
-        doc.data = _Builder(doc, expand, path.parent).build(node, ())
+        builder = _Builder(doc, expand, path.parent)
+        doc.data = builder.build(node, ())
+        errors = named(doc, builder.errors) if named and builder.errors else builder.errors
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ConfigErrors(errors)
     return doc
+
+
+_INDENT_PROBLEMS = ("expected <block end>", "did not find expected", "could not find expected ':'")
+
+
+def _syntax_error(err: yaml.MarkedYAMLError, text: str, shown: str) -> ConfigError:
+    """PyYAML's message, with what the user most likely has to do about it."""
+    mark = err.problem_mark or err.context_mark
+    line = mark.line + 1 if mark else None
+    problem = str(err.problem or err)
+    rows = text.splitlines()
+    row = rows[line - 1] if line and line <= len(rows) else ""
+    if "'\\t'" in problem or "\t" in row[: len(row) - len(row.lstrip())]:
+        problem += "; indent with spaces, not tabs"
+    elif problem.startswith("mapping values are not allowed"):
+        problem += "; check the indentation, or quote a value that holds ': '"
+    elif problem.startswith(_INDENT_PROBLEMS):
+        problem += "; check the indentation"
+    return ConfigError(f"YAML syntax error: {problem}", shown, line)
 
 
 class _Builder:
@@ -66,6 +94,7 @@ class _Builder:
         self.expand = expand
         self.base = base
         self.constructor = yaml.SafeLoader("")
+        self.errors: list[ConfigError] = []
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.doc.lines.setdefault(path, node.start_mark.line + 1)
@@ -82,18 +111,36 @@ class _Builder:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = self.constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | bool) or isinstance(key, bool):
-                raise self.doc.error(path, f"keys must be text, not {key!r}")
-            key = str(key)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | bool) or isinstance(key, bool):
+                message = f"keys must be text, not {key!r}"
+                if isinstance(key, dict):  # message: {{ item.subject }}, unquoted
+                    message = 'YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"'
+                self.errors.append(ConfigError(message, self.doc.file, line))
+                continue
+            key = str(key)
             if key in result:
-                raise ConfigError(f"duplicate key {key!r}", self.doc.file, line)
+                first = self.doc.lines[(*path, key)]
+                message = f"duplicate key {key!r} (first on line {first})"
+                self.errors.append(ConfigError(message, self.doc.file, line))
+                continue
             self.doc.lines[(*path, key)] = line
             result[key] = self.build(value_node, (*path, key))
         return result
 
     def _expand(self, value: str, path: Path_) -> str:
-        return _REFERENCE.sub(lambda m: self._reference(m.group(1), path), value)
+        if _OPENING.search(_REFERENCE.sub("", value)):
+            message = f"{dotted(path)}: a ${{ without its }}; write ${{NAME}}"
+            self.errors.append(self.doc.error(path, message))
+        return _REFERENCE.sub(lambda m: self._resolved(m.group(1), path), value)
+
+    def _resolved(self, ref: str, path: Path_) -> str:
+        """``${ref}``'s value; a problem is kept (the file's others are still reported)."""
+        try:
+            return self._reference(ref, path)
+        except ConfigError as err:
+            self.errors.append(err)
+            return ""
 
     def _reference(self, ref: str, path: Path_) -> str:
         """The value of ``${ref}``: an environment variable, or ``file:PATH``'s content."""

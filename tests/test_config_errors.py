@@ -134,7 +134,14 @@ CASES = [
         6,
         "unknown feed 'inbox'; allowed: messages",
     ),
-    ("rule unknown key", "rules/r.yaml", "  when:", "  wen:", 2, "0.wen: unknown key"),
+    (
+        "rule unknown key",
+        "rules/r.yaml",
+        "  when:",
+        "  wen:",
+        2,
+        "rule 'new-mail' wen: unknown key",
+    ),
     (
         "rule bad regex",
         "rules/r.yaml",

@@ -23,7 +23,8 @@ def test_an_example_passes_check(
     config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", config.read_text()):
-        monkeypatch.setenv(name, "example-value")
+        url = name.endswith("_URL")  # check refuses a URL that is not one
+        monkeypatch.setenv(name, "https://example.org/hook" if url else "example-value")
     assert main(["--config", str(config), "check"]) == 0, capsys.readouterr().err
     assert ": ok (" in capsys.readouterr().out
 

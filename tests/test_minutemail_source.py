@@ -445,7 +445,7 @@ def test_the_default_rate_is_polite() -> None:
         {"type": "minutemail", "api_key": "mmak_x", "mailbox_id": "b"}
     )
     assert (config.rate, config.every, config.base_url) == (
-        2,
+        (2, 1.0),
         timedelta(seconds=30),
         "https://api.minutemail.co",
     )

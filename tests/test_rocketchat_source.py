@@ -105,7 +105,7 @@ def test_realtime_is_accepted_and_polls() -> None:
     config = RocketChatAccount.model_validate(
         {"type": "rocketchat", "user_id": "u", "token": "t", "realtime": True}
     )
-    assert config.realtime and config.every == timedelta(minutes=1) and config.rate == 10
+    assert config.realtime and config.every == timedelta(minutes=1) and config.rate == (10, 60.0)
 
 
 # Polling.

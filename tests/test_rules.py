@@ -30,6 +30,7 @@ def compile_rules(tmp_path: Path, rules: list[dict[str, object]]) -> list[Rule]:
     caps = {
         "inbox": AccountCaps("mailtd", {"email": frozenset({"mark_read", "delete"})}),
         "other": AccountCaps("mailtd", {"email": frozenset({"mark_read", "delete"})}),
+        "furry": AccountCaps("e621", {"dmail": frozenset({"mark_read", "delete"})}),
     }
     loader = RuleLoader(
         Renderer([tmp_path / "t"]),

@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import aiohttp
-from pydantic import SecretStr
 
-from bot.config import Model, SinkConfig
+from bot.config import Model, SecretUrl, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import escape_markdown
@@ -65,7 +64,7 @@ def fit(text: str, limit: int) -> str:
 
 class DiscordConfig(SinkConfig):
     type: Literal["discord"]
-    url: SecretStr
+    url: SecretUrl
     format: Literal["markdown", "text"] = "markdown"
 
 

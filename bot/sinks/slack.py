@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import aiohttp
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from bot.config import SinkConfig
+from bot.config import SecretUrl, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError
 from bot.http import HttpClient, Response, classify
 from bot.sinks.base import File, Notification, Sink
@@ -72,7 +72,7 @@ def fit(text: str, limit: int) -> str:
 
 class SlackConfig(SinkConfig):
     type: Literal["slack"]
-    url: SecretStr
+    url: SecretUrl
     format: Literal["markdown", "text"] = "markdown"
     max_length: int = Field(4000, ge=100, le=HARD_LIMIT)
 

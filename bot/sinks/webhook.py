@@ -22,14 +22,14 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import SinkConfig
+from bot.config import SecretUrl, SinkConfig
 from bot.http import HttpClient, classify
 from bot.sinks.base import File, Notification, Sink
 
 
 class WebhookConfig(SinkConfig):
     type: Literal["webhook"]
-    url: SecretStr
+    url: SecretUrl
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     detail: bool = False  # fetch each item's detail first, so `item` is complete
 

@@ -34,7 +34,7 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bot import __version__
-from bot.config import AccountConfig, Duration, FeedConfig
+from bot.config import AccountConfig, FeedConfig, HttpUrl, Interval
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, RateLimiter, Response, classify, retry_after
 from bot.item import Item
@@ -66,13 +66,16 @@ class E621Feed(FeedConfig):
 
 class E621Account(AccountConfig):
     type: Literal["e621"]
-    base_url: str = "https://e621.net"
+    base_url: HttpUrl = "https://e621.net"
     username: str = Field(min_length=1)
     api_key: SecretStr
     user_agent: str | None = None
-    every: Duration = timedelta(minutes=2)
+    every: Interval = timedelta(minutes=2)
     feeds: dict[str, E621Feed] = Field(default_factory=dict)  # type: ignore[assignment]
     feed_names: ClassVar[tuple[str, ...]] = ("dmails", "comments")
+
+    def poll_budget(self) -> tuple[float, str]:
+        return 60.0, "e621 asks for at most 1 request/s"
 
     @field_validator("user_agent")
     @classmethod

@@ -5,7 +5,7 @@
       account_id: 0b6b7b06-0000-4000-8000-000000000000   # or the address itself
       token: ${MAILTD_TOKEN}                              # a td_… API token (Bearer)
       every: 30s
-      rate: 4                                             # requests/s: 4 free, 10 Pro
+      rate: 4/s                                           # 4/s free, 10/s Pro (4 alone: per second)
 
 The list gives 30 summaries a page, newest first; a poll reads pages until one holds a
 mail the feed has seen, so when nothing is new it is one request. Bodies come from the
@@ -24,7 +24,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import AccountConfig, Duration
+from bot.config import AccountConfig, AccountRate, HttpUrl, Interval, show_rate
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify, digest
 from bot.item import Attachment, File, Item
@@ -41,12 +41,16 @@ QUOTA_RETRY = 3600.0
 
 class MailTdAccount(AccountConfig):
     type: Literal["mailtd"]
-    base_url: str = "https://api.mail.td"
+    base_url: HttpUrl = "https://api.mail.td"
     account_id: str = Field(min_length=1)
     token: SecretStr
-    every: Duration = timedelta(seconds=30)
-    rate: int = Field(4, ge=1, le=50)
+    every: Interval = timedelta(seconds=30)
+    rate: AccountRate = (4, 1.0)  # 4/s free, 10/s Pro
     feed_names: ClassVar[tuple[str, ...]] = ("messages",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        return count * 60 / period, f"rate: {show_rate(self.rate)} (Mail.td: 4/s free, 10/s Pro)"
 
 
 class MailTdSource(Source):
@@ -69,7 +73,7 @@ class MailTdSource(Source):
             service=name,
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
             # the service counts per user (token): accounts sharing a token share the budget
-            limiter=limiters.get(f"mailtd:{digest(config.token)}", config.rate),
+            limiter=limiters.get(f"mailtd:{digest(config.token)}", *config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"

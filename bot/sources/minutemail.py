@@ -30,7 +30,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field, SecretStr
 
-from bot.config import AccountConfig, Duration
+from bot.config import AccountConfig, AccountRate, HttpUrl, Interval, show_rate
 from bot.errors import (
     AuthError,
     GoneError,
@@ -60,12 +60,17 @@ _HTML = re.compile(
 
 class MinuteMailAccount(AccountConfig):
     type: Literal["minutemail"]
-    base_url: str = "https://api.minutemail.co"
+    base_url: HttpUrl = "https://api.minutemail.co"
     api_key: SecretStr
     mailbox_id: str = Field(min_length=1)
-    every: Duration = timedelta(seconds=30)
-    rate: int = Field(2, ge=1, le=50)
+    every: Interval = timedelta(seconds=30)
+    rate: AccountRate = (2, 1.0)
     feed_names: ClassVar[tuple[str, ...]] = ("mails",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        quota = "and MinuteMail counts every call against the key's quota"
+        return count * 60 / period, f"rate: {show_rate(self.rate)}, {quota}"
 
 
 class MinuteMailSource(Source):
@@ -90,7 +95,7 @@ class MinuteMailSource(Source):
             service=name,
             headers={"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
             # politeness per key: every account using one key shares one budget
-            limiter=limiters.get(f"minutemail:{digest(config.api_key)}", config.rate),
+            limiter=limiters.get(f"minutemail:{digest(config.api_key)}", *config.rate),
             timeout=config.timeout.total_seconds(),
         )
         self.mailbox = f"/v1/mailboxes/{quote(config.mailbox_id, safe='')}"

@@ -8,7 +8,7 @@
       # username: alice                   # password login, repeated when the token is refused
       # password: ${ROCKETCHAT_PASSWORD}
       every: 1m
-      rate: 10                            # calls per minute per route: the server's default
+      rate: 10/min                        # calls per route (10 alone: per minute): the default
 
 A poll asks ``subscriptions.get?updatedSince=`` which DM rooms changed (one request when
 nothing did), then reads only those rooms' ``dm.history`` with ``showThreadMessages=true``
@@ -35,13 +35,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from bot.config import AccountConfig, Duration
+from bot.config import AccountConfig, HttpUrl, Interval, parse_rate, show_rate
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify
 from bot.item import Attachment, Item
@@ -64,17 +64,29 @@ _BRACKETED = re.compile(r"\[([\w.-]+)\]\s*$")
 _WAIT = re.compile(r"wait (\d+) seconds")
 
 
+def _route_rate(value: Any) -> Any:
+    """The server counts calls per minute per route, so a bare number means per minute."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, RATE_PERIOD)
+    return parse_rate(value)
+
+
 class RocketChatAccount(AccountConfig):
     type: Literal["rocketchat"]
-    base_url: str = "https://open.rocket.chat"
+    base_url: HttpUrl = "https://open.rocket.chat"
     user_id: str | None = Field(None, min_length=1)
     token: SecretStr | None = None
     username: str | None = Field(None, min_length=1)
     password: SecretStr | None = None
-    every: Duration = timedelta(minutes=1)
+    every: Interval = timedelta(minutes=1)
     realtime: bool = False
-    rate: int = Field(10, ge=1, le=100000)
+    rate: Annotated[tuple[int, float], BeforeValidator(_route_rate)] = (10, RATE_PERIOD)
     feed_names: ClassVar[tuple[str, ...]] = ("dms",)
+
+    def poll_budget(self) -> tuple[float, str]:
+        count, period = self.rate
+        allows = f"Rocket.Chat allows {show_rate(self.rate)} calls per route (rate:)"
+        return count * 60 / period, f"{allows}, and every poll calls the same routes"
 
     @model_validator(mode="after")
     def _one_login(self) -> RocketChatAccount:
@@ -278,7 +290,7 @@ class RocketChatSource(Source):
 
     async def _send(self, method: str, route: str, **kwargs: Any) -> Response:
         key = f"rocketchat:{self.host}:{method} {route}"
-        await self.limiters.get(key, self.account.rate, RATE_PERIOD).wait()
+        await self.limiters.get(key, *self.account.rate).wait()
         auth = {"X-User-Id": self.user_id or "", "X-Auth-Token": self.auth_token or ""}
         headers = auth if self.auth_token else {}
         return await self.http.request(method, f"/api/v1/{route}", headers=headers, **kwargs)
