@@ -61,7 +61,24 @@ def load(path: Path) -> Loaded:
         for n, s in config.sinks.items()
     }
     rules = RuleLoader(renderer, accounts, sinks).load(config.rule_files())
+    unreached(config, rules)
     return Loaded(config, rules, renderer)
+
+
+def unreached(config: Config, rules: list[Rule]) -> None:
+    """Warn of what polls or waits for nothing: no rule at all, an account whose items no
+    rule sees, a sink no rule (nor ``alerts_to``) sends to."""
+    if not rules and config.accounts:
+        config.warn(("rules",), "rules: no rule is loaded, so no item notifies or acts")
+        return
+    seen = {a for r in rules for a in r.accounts}
+    for name, account in config.accounts.items():
+        if account.enabled and name not in seen:
+            config.warn(("accounts", name), f"accounts.{name}: no rule sees its items")
+    used = {n.sink for r in rules for n in r.notify} | {config.alerts_to}
+    for name in config.sinks:
+        if name not in used:
+            config.warn(("sinks", name), f"sinks.{name}: no rule sends to it")
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,8 @@ def log_start(loaded: Loaded, settings: Settings, state: Path) -> None:
         state_new=not state.exists() or state.stat().st_size == 0,
         listen=settings.listen or "off", feeds=",".join(shown), sinks=",".join(sinks),
     ))  # fmt: skip
+    for warning in loaded.config.warnings:
+        log.warning("configuration", extra=fields(problem=str(warning)))
 
 
 def healthcheck(listen: str) -> int:

@@ -235,11 +235,19 @@ class Config(Section):
     alerts_after: Duration = timedelta(minutes=30)
     _base_dir: Path = PrivateAttr(Path("."))
     _warnings: list[ConfigError] = PrivateAttr(default_factory=list)
+    _doc: YamlDoc | None = PrivateAttr(None)
 
     @property
     def warnings(self) -> list[ConfigError]:
-        """What ``check`` warns about without refusing: polling faster than an upstream likes."""
+        """What ``check`` warns about without refusing: polling faster than an upstream likes,
+        what no rule reaches (``warn``)."""
         return self._warnings
+
+    def warn(self, path: Path_, message: str) -> None:
+        """A warning at ``path`` of the configuration file."""
+        where = self._doc.line(path) if self._doc else None
+        file = self._doc.file if self._doc else ""
+        self._warnings.append(ConfigError(f"warning: {message}", file, where))
 
     def rule_files(self, pattern: str | None = None) -> list[Path]:
         """The rule files named by ``rules:`` (or one of its patterns), globs expanded,
@@ -344,7 +352,7 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
         config = Config.model_validate({**top, **typed})
     except ValidationError as err:
         raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
-    config._base_dir = path.parent
+    config._base_dir, config._doc = path.parent, doc
     config._warnings = config.fast_polls(doc)
     errors += config.missing_files(doc) + config.unknown_alert_sink(doc)
     if errors:

@@ -138,3 +138,23 @@ async def test_a_failed_render_fixed_in_the_rule_is_sent_by_retry(setup: Setup) 
     code, out = await inboxbot("once", "--config", str(config), cwd=setup.tmp)
     assert code == 0, out
     assert [(b["item_id"], b["message"]) for b in setup.hook.received] == [(sent, "postmaster")]
+
+
+async def test_check_warns_of_what_no_rule_reaches(setup: Setup, tmp_path: Path) -> None:
+    config = minimal(setup, tmp_path / "conf")
+    text = config.read_text()
+    config.write_text(text.replace("rules: [rules.yaml]\n", ""))  # rules/*.yaml: none there
+    code, out = await inboxbot("check", "--config", str(config), cwd=tmp_path)
+    assert code == 0 and "inboxbot.yaml:1: warning: rules: no rule is loaded" in out, out
+    extra = (
+        f"  spare: {{type: mailtd, base_url: {setup.sim.base_url}, account_id: x@mail.td, "
+        "token: t}\n"
+    )
+    text = text.replace("sinks:\n", extra + "sinks:\n  idle: {type: console}\n")
+    config.write_text(text)
+    rules = config.parent / "rules.yaml"
+    rules.write_text(MINIMAL_RULES.replace("{kind: email}", "{account: signup}"))
+    code, out = await inboxbot("check", "--config", str(config), cwd=tmp_path)
+    assert code == 0, out
+    assert "inboxbot.yaml:3: warning: accounts.spare: no rule sees its items" in out, out
+    assert "inboxbot.yaml:5: warning: sinks.idle: no rule sends to it" in out, out

@@ -57,6 +57,9 @@ RULES = """\
     unread: true
   notify: {sink: screen, message: "{{ item.subject }}"}
   then: [mark_read]
+- name: every-mail
+  when: {upstream: mailtd}
+  notify: [{sink: hooks, message: "{{ item.subject }}"}]
 """
 
 VARIABLES = ("MAILTD_TOKEN", "E621_KEY", "HOOK_URL", "TOKEN", "NTFY_TOPIC")
@@ -316,9 +319,10 @@ CASES = [
           "a default stands for an unset variable"),
     valid("valid", "string-boolean", R, "  stop: true", '  stop: "true"', "true/false in quotes still read as booleans"),
     valid("valid", "disabled-draft", R, "    kind: dmail\n    unread: true", "    kind: dmails\n    unread: true\n  enabled: false",
-          "a disabled rule is a draft: not compiled until enabled (then check proves it)"),
+          "a disabled rule is a draft: not compiled until enabled (then check proves it)",
+          "accounts.furry: no rule sees its items"),
     valid("valid", "no-notify", R, '  notify: {sink: screen, message: "{{ item.subject }}"}', "  notify: []",
-          "a rule may only act"),
+          "a rule may only act", "sinks.screen: no rule sends to it"),
 ]
 # fmt: on
 
@@ -339,7 +343,7 @@ def check(tmp_path: Path, config: str, rules: str) -> subprocess.CompletedProces
 def test_the_base_files_pass(tmp_path: Path) -> None:
     proc = check(tmp_path, CONFIG, RULES)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert "ok (2 feeds, 2 rules, 3 sinks)" in proc.stdout
+    assert "ok (2 feeds, 3 rules, 3 sinks)" in proc.stdout
 
 
 def test_the_corpus_is_large_enough() -> None:
