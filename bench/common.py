@@ -1,14 +1,20 @@
 """Shared benchmark setup: the Mail.td simulator and a webhook receiver, each in a child
 process (so their CPU is not the measured process's), and a configuration written for them.
 
-Run as ``python bench/common.py hook`` it is that webhook receiver: a ``HookReceiver`` plus
-a small control app (``GET /count``, ``POST /reset``) on a second loopback port.
+``python bench/common.py sim …`` is the Mail.td simulator (``bot.sim.mailtd``) with an index
+of messages per account (so 10,000 mailboxes list as fast as one) and a small control API:
+``GET /_sim/bench/counts`` (list and detail requests since the last ``POST /_sim/bench/reset``) and
+``POST /_sim/bench/add`` (new mails for every account). ``python bench/common.py hook`` is a
+``HookReceiver`` plus ``GET /count``, ``GET /order`` and ``POST /reset`` on a second port.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import random
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PY = sys.executable
 LOOPBACK = "127.0.0.1"
@@ -26,10 +33,43 @@ TEMPLATE = """\
 """
 
 
+def cpu_seconds() -> float:
+    """CPU (user + system) of this process, threads included (SQLite, DNS, ...)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def rss_mib(pid: int | None = None) -> float:
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _get(url: str, method: str = "GET", body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        return json.load(resp)
+
+
 @dataclass
 class Sim:
     base_url: str
     accounts: list[tuple[str, str]]  # (address, token)
+
+    def counts(self) -> dict[str, int]:
+        """Requests since the last reset: ``list``, ``detail``, ``other``, ``refused``."""
+        counts: dict[str, int] = _get(f"{self.base_url}/_sim/bench/counts")
+        return counts
+
+    def reset(self) -> None:
+        _get(f"{self.base_url}/_sim/bench/reset", "POST", {})
+
+    def add(self, per_account: int) -> None:
+        """``per_account`` new mails in every account, dated now."""
+        _get(f"{self.base_url}/_sim/bench/add", "POST", {"count": per_account})
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
@@ -47,10 +87,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def mailtd_sim(accounts: int, messages: int, rate_limit: float = 100_000) -> Iterator[Sim]:
-    """``python -m bot.sim.mailtd`` on a free loopback port, ``messages`` mails per account."""
-    proc = _spawn([PY, "-m", "bot.sim.mailtd", "--host", LOOPBACK, "--port", "0",
-                   "--accounts", str(accounts), "--messages", str(messages),
-                   "--rate-limit", str(rate_limit), "--seed", "1"])  # fmt: skip
+    """The simulator on a free loopback port, ``messages`` mails per account."""
+    proc = _spawn([PY, __file__, "sim", "--accounts", str(accounts), "--messages",
+                   str(messages), "--rate-limit", str(rate_limit)])  # fmt: skip
     try:
         assert proc.stdout is not None
         head = proc.stdout.readline()
@@ -72,12 +111,15 @@ class Hook:
 
     def count(self) -> tuple[int, int]:
         """(notifications received, duplicate idempotency keys)."""
-        with urllib.request.urlopen(f"{self.control}/count") as resp:
-            data = json.load(resp)
+        data = _get(f"{self.control}/count")
         return data["received"], data["duplicates"]
 
+    def order(self) -> list[tuple[str, str]]:
+        """(account, item id) of every notification, in arrival order."""
+        return [tuple(pair) for pair in _get(f"{self.control}/order")]  # type: ignore[misc]
+
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.control}/reset", method="POST"))
+        _get(f"{self.control}/reset", "POST", {})
 
 
 @contextmanager
@@ -112,6 +154,90 @@ def write_config(
     return config
 
 
+def row(bench: str, figure: str, bare: float, ours: float, fmt: str = "{:.3f}") -> None:
+    """One line of the table: figure, bare aiohttp, inboxbot, their ratio."""
+    shown = f"{ours / bare:.2f}x" if bare else "n/a"
+    print(f"{bench}: {figure:<44} bare {fmt.format(bare):>10}  inboxbot {fmt.format(ours):>10}"
+          f"  ratio {shown}", flush=True)  # fmt: skip
+
+
+# --- the child processes ----------------------------------------------------------------
+
+
+async def _serve_sim(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from bot.sim.base import serve_until_stopped
+    from bot.sim.corpus import realistic_message
+    from bot.sim.mailtd import MailTdSim, SimAccount, SimMessage, seed_realistic
+
+    class IndexedSim(MailTdSim):
+        """Lists from a per-account index; counts requests without keeping a log."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.by_account: dict[str, list[SimMessage]] = {}
+            self.counts = dict.fromkeys(("list", "detail", "other", "refused"), 0)
+
+        def add_message(self, account: SimAccount | str, **kwargs: Any) -> str:
+            mid = super().add_message(account, **kwargs)
+            msg = self.messages[mid]
+            box = self.by_account.setdefault(msg.account_id, [])
+            box.append(msg)
+            box.sort(key=lambda m: (m.created_at, m.id), reverse=True)
+            return mid
+
+        def _visible(self, account: SimAccount) -> list[SimMessage]:
+            return [m for m in self.by_account.get(account.id, ()) if not m.deleted]
+
+        def make_app(self) -> web.Application:
+            app = super().make_app()
+            app.router.add_get("/_sim/bench/counts", self._counts)
+            app.router.add_post("/_sim/bench/reset", self._reset_counts)
+            app.router.add_post("/_sim/bench/add", self._add)
+            return app
+
+        async def serve(self, request: web.Request, handler: Any) -> web.StreamResponse:
+            response = await super().serve(request, handler)
+            parts = request.path.rstrip("/").split("/")  # '', api, accounts, id, messages, …
+            if response.status >= 400:
+                kind = "refused"
+            elif request.method == "GET" and parts[-1] == "messages":
+                kind = "list"
+            elif request.method == "GET" and len(parts) == 6:
+                kind = "detail"
+            else:
+                kind = "other"
+            self.counts[kind] += 1
+            self.requests.clear()  # the base class logs every request; nobody reads it here
+            return response
+
+        async def _counts(self, _: web.Request) -> web.Response:
+            return web.json_response(self.counts)
+
+        async def _reset_counts(self, _: web.Request) -> web.Response:
+            self.counts = dict.fromkeys(self.counts, 0)
+            return web.json_response({})
+
+        async def _add(self, request: web.Request) -> web.Response:
+            count = int((await request.json())["count"])
+            for account in list(self.accounts.values()):
+                for _ in range(count):
+                    self.add_message(account, **realistic_message(rng))
+            return web.json_response({"added": count * len(self.accounts)})
+
+    sim = IndexedSim(rate_limit=args.rate_limit)
+    rng = random.Random(1)
+    for n in range(args.accounts):
+        seed_realistic(sim, sim.add_account(f"box{n + 1}@mail.td"), args.messages, rng)
+
+    def banner() -> list[str]:
+        accounts = [f"  {a.address} id={a.id} token={a.token}" for a in sim.accounts.values()]
+        return [f"Mail.td simulator at {sim.base_url}", *accounts]
+
+    await serve_until_stopped(sim, LOOPBACK, 0, banner)
+
+
 async def _serve_hook() -> None:
     from aiohttp import web
 
@@ -125,6 +251,10 @@ async def _serve_hook() -> None:
             {"received": len(receiver.received), "duplicates": receiver.duplicates()}
         )
 
+    async def order(_: web.Request) -> web.Response:
+        pairs = [(b.get("account"), b.get("item_id")) for b in receiver.received]
+        return web.json_response(pairs)
+
     async def reset(_: web.Request) -> web.Response:
         receiver.received.clear()
         receiver.keys.clear()
@@ -132,6 +262,7 @@ async def _serve_hook() -> None:
 
     app = web.Application()
     app.router.add_get("/count", count)
+    app.router.add_get("/order", order)
     app.router.add_post("/reset", reset)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -140,5 +271,15 @@ async def _serve_hook() -> None:
     await asyncio.Event().wait()  # until SIGTERM
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["hook"]:
-    asyncio.run(_serve_hook())
+def _main() -> None:
+    parser = argparse.ArgumentParser(description="benchmark helpers")
+    parser.add_argument("what", choices=("sim", "hook"))
+    parser.add_argument("--accounts", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=5)
+    parser.add_argument("--rate-limit", type=float, default=100_000)
+    args = parser.parse_args()
+    asyncio.run(_serve_sim(args) if args.what == "sim" else _serve_hook())
+
+
+if __name__ == "__main__":
+    _main()
