@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 FEED = ("account", "feed")
+
+
+@dataclass(frozen=True)
+class FeedMetrics:
+    """One feed's children of the per-feed metrics, looked up once (``labels()`` takes a
+    lock and builds a key at every call)."""
+
+    polls: Counter
+    new_items: Counter
+    poll_seconds: Histogram
+    last_poll: Gauge
 
 
 class Metrics:
@@ -39,6 +52,37 @@ class Metrics:
         self.outbox_oldest = Gauge(
             "inboxbot_outbox_oldest_age_seconds", "Age of the oldest pending step", registry=r
         )
+
+        self._feeds: dict[tuple[str, str], FeedMetrics] = {}
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def feed(self, account: str, feed: str) -> FeedMetrics:
+        """The feed's metric children (one entry per configured feed, as in the registry)."""
+        found = self._feeds.get((account, feed))
+        if found is None:
+            labels = (account, feed)
+            found = FeedMetrics(
+                self.polls.labels(*labels),
+                self.new_items.labels(*labels),
+                self.poll_seconds.labels(*labels),
+                self.last_poll.labels(*labels),
+            )
+            self._feeds[labels] = found
+        return found
+
+    def notified(self, sink: str, outcome: str) -> Counter:
+        """The ``inboxbot_notifications`` child of one sink and outcome."""
+        key = ("notifications", sink, outcome)
+        if key not in self._children:
+            self._children[key] = self.notifications.labels(sink, outcome)
+        return self._children[key]
+
+    def matched(self, rule: str) -> Counter:
+        """The ``inboxbot_rule_matches`` child of one rule."""
+        key = ("matches", rule)
+        if key not in self._children:
+            self._children[key] = self.matches.labels(rule)
+        return self._children[key]
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -289,9 +289,17 @@ class Renderer:
         return Condition(template_fields(ast), compiled, _label("condition", file, line))
 
     def context(
-        self, item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]
+        self,
+        item: Item,
+        *,
+        now: datetime,
+        rule: str,
+        extract: Mapping[str, str],
+        values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        fields = item.fields(now, with_raw=True)
+        """What a template sees; ``values`` are the item's fields at ``now`` when the caller
+        has them already (the planner, which matched the rules on them)."""
+        fields = item.fields(now, with_raw=True) if values is None else values
         return {"item": fields, **extract, "rule": rule, "account": item.account, "now": now}
 
     def _parse(self, name: str, *, file: str, line: int | None) -> tuple[nodes.Template, str]:

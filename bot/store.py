@@ -83,6 +83,13 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"state {path}: {err}") from None
 
+        # Per feed, what the last poll stored (this process is the only writer of feeds and
+        # items): its cursor, and the ids it listed, all of them known. A poll listing only
+        # those ids with the same cursor changes nothing, and needs no query. One entry per
+        # feed, replaced at each poll.
+        self._cursors: dict[str, str | None] = {}
+        self._listed: dict[str, frozenset[str]] = {}
+
     def close(self) -> None:
         self.db.close()
 
@@ -108,13 +115,20 @@ class Store:
 
     def cursor(self, feed: str) -> tuple[bool, str | None]:
         """(whether the feed was ever polled, its cursor)."""
+        if feed in self._cursors:
+            return True, self._cursors[feed]
         row = self.db.execute("SELECT cursor FROM feeds WHERE feed=?", (feed,)).fetchone()
+        if row is not None:
+            self._cursors[feed] = row[0]
         return (row is not None, row[0] if row else None)
 
     def record_poll(
         self, feed: str, items: Sequence[Item], cursor: str | None, *, now: float, skip: bool
     ) -> int:
         """Store a poll's unseen items (as skipped when ``skip``), move the cursor; count them."""
+        ids = frozenset(item.id for item in items)
+        if feed in self._listed and self._cursors[feed] == cursor and ids <= self._listed[feed]:
+            return 0  # the usual idle poll: nothing new, nothing to write
         state = SKIPPED if skip else NEW
         with self.transaction() as db:
             known = self._known(feed, [item.id for item in items])
@@ -131,6 +145,7 @@ class Store:
                 "DO UPDATE SET cursor=excluded.cursor, polled_at=excluded.polled_at",
                 (feed, cursor, now),
             )
+        self._cursors[feed], self._listed[feed] = cursor, ids
         return len(unseen)
 
     def _known(self, feed: str, ids: list[str]) -> set[str]:
@@ -175,18 +190,32 @@ class Store:
 
     def save_plan(self, feed: str, item: Item, steps: Sequence[NewStep], *, now: float) -> None:
         """Record the item's steps (actions held) and mark it planned, atomically."""
+        self.save_plans(feed, [(item, steps, True)], now=now)
+
+    def save_plans(
+        self, feed: str, plans: Sequence[tuple[Item, Sequence[NewStep], bool]], *, now: float
+    ) -> None:
+        """Record each item's steps (actions held) and mark it planned, all in one
+        transaction; an item's data is rewritten when flagged (its detail was fetched)."""
+        if not plans:
+            return
         with self.transaction() as db:
-            db.execute(
-                "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
-                (PLANNED, json.dumps(item.to_json()), feed, item.id),
+            db.executemany(
+                "UPDATE items SET state=? WHERE feed=? AND item_id=?",
+                [(PLANNED, feed, item.id) for item, _, changed in plans if not changed],
             )
+            db.executemany(
+                "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
+                [(PLANNED, json.dumps(item.to_json()), feed, item.id)
+                 for item, _, changed in plans if changed],
+            )  # fmt: skip
             db.executemany(
                 "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
                 "payload, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (s.id, feed, item.id, s.rule, s.kind, s.target,
                      HELD if s.kind == "act" else PENDING, json.dumps(s.payload), s.due_at, now)
-                    for s in steps
+                    for item, steps, _ in plans for s in steps
                 ],
             )  # fmt: skip
 
@@ -275,6 +304,7 @@ class Store:
     def prune(self, *, before: float, forget_before: float) -> None:
         """Drop finished steps and item bodies older than ``before``; ids (for dedup) until
         ``forget_before``."""
+        self._listed.clear()  # forgotten ids are new again when listed
         with self.transaction() as db:
             db.execute(
                 "DELETE FROM steps WHERE status NOT IN (?, ?) AND done_at<?",
