@@ -36,6 +36,7 @@ log = logging.getLogger("inboxbot.daemon")
 DELIVER_EVERY = 1.0
 PRUNE_EVERY = timedelta(hours=6)
 RELOAD_DRAIN = 60.0  # how long a reload waits for running jobs
+SPREAD_RATE = 20.0  # feeds per second whose first poll starts, when they are many
 STUCK_ATTEMPTS = 8  # a delivery tried this often (hours of backoff) is past its schedule
 
 
@@ -150,16 +151,18 @@ class Daemon:
 
     def _schedule_feeds(self) -> None:
         """One event-loop timer per feed (APScheduler's per-job bookkeeping costs more than
-        a poll that finds nothing): the feeds' first polls spread evenly over their interval,
-        so that 10,000 feeds do not all poll at second 0, then each every ``every``. Polls
+        a poll that finds nothing): the feeds' first polls spread evenly, SPREAD_RATE a second
+        but over no more than their interval (10,000 feeds do not all poll at second 0; a few
+        all poll at once), then each every ``every``. Polls
         wait while the scheduler is paused; a feed still polling skips its turn."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         feeds = self.loaded.feeds()
         now = asyncio.get_running_loop().time()
+        spread = len(feeds) / SPREAD_RATE
         for n, feed in enumerate(feeds):
-            self._arm(feed, now + feed.every.total_seconds() * n / len(feeds))
+            self._arm(feed, now + min(spread, feed.every.total_seconds()) * n / len(feeds))
 
     def _arm(self, feed: Feed, at: float) -> None:
         self._timers[feed.key] = asyncio.get_running_loop().call_at(at, self._due, feed, at)
