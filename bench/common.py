@@ -15,9 +15,12 @@ import asyncio
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,7 +63,8 @@ class Sim:
     accounts: list[tuple[str, str]]  # (address, token)
 
     def counts(self) -> dict[str, int]:
-        """Requests since the last reset: ``list``, ``detail``, ``other``, ``refused``."""
+        """Requests since the last reset: ``list``, ``detail``, ``other``, ``refused``, and
+        ``busiest_second``: the most list requests within one wall second."""
         counts: dict[str, int] = _get(f"{self.base_url}/_sim/bench/counts")
         return counts
 
@@ -161,6 +165,28 @@ def row(bench: str, figure: str, bare: float, ours: float, fmt: str = "{:.3f}") 
           f"  ratio {shown}", flush=True)  # fmt: skip
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A ``VmRSS``/``VmHWM``-style line of /proc/PID/status, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(notify: socket.socket) -> float:
+    """The monotonic time at which READY=1 arrived."""
+    notify.settimeout(60)
+    while b"READY=1" not in notify.recv(4096):
+        pass
+    return time.monotonic()
+
+
 # --- the child processes ----------------------------------------------------------------
 
 
@@ -178,6 +204,7 @@ async def _serve_sim(args: argparse.Namespace) -> None:
             super().__init__(**kwargs)
             self.by_account: dict[str, list[SimMessage]] = {}
             self.counts = dict.fromkeys(("list", "detail", "other", "refused"), 0)
+            self.by_second: Counter[int] = Counter()  # list requests per wall second
 
         def add_message(self, account: SimAccount | str, **kwargs: Any) -> str:
             mid = super().add_message(account, **kwargs)
@@ -209,14 +236,19 @@ async def _serve_sim(args: argparse.Namespace) -> None:
             else:
                 kind = "other"
             self.counts[kind] += 1
+            if kind == "list":
+                self.by_second[int(time.monotonic())] += 1
             self.requests.clear()  # the base class logs every request; nobody reads it here
             return response
 
         async def _counts(self, _: web.Request) -> web.Response:
-            return web.json_response(self.counts)
+            seconds = sorted(self.by_second)[1:-1]  # whole seconds only
+            busiest = max((self.by_second[s] for s in seconds), default=0)
+            return web.json_response({**self.counts, "busiest_second": busiest})
 
         async def _reset_counts(self, _: web.Request) -> web.Response:
             self.counts = dict.fromkeys(self.counts, 0)
+            self.by_second.clear()
             return web.json_response({})
 
         async def _add(self, request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import mailtd_sim, write_config
+from common import free_port, mailtd_sim, status_kb, wait_ready, write_config
 
 INBOXBOT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "inboxbot"
 FEEDS = 6
@@ -27,28 +27,6 @@ RULES = """\
   notify: [{sink: screen, template: email}]
   then: [mark_read]
 """
-
-
-def status_kb(pid: int, key: str) -> int:
-    """A ``VmRSS``/``VmHWM``-style line of /proc/PID/status, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(notify: socket.socket) -> float:
-    """The monotonic time at which READY=1 arrived."""
-    notify.settimeout(60)
-    while b"READY=1" not in notify.recv(4096):
-        pass
-    return time.monotonic()
 
 
 def main() -> None:

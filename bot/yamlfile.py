@@ -20,6 +20,8 @@ from bot.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_STR = "tag:yaml.org,2002:str"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~30x faster at 10,000 feeds
 
 
 @dataclass
@@ -49,7 +51,7 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
     except OSError as err:
         raise ConfigError(f"cannot read file: {err.strerror}", shown) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else None
@@ -73,7 +75,7 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        value = self.constructor.construct_object(node, deep=True)
+        value = self._scalar(node)
         if self.expand and isinstance(value, str) and "${" in value:
             return self._expand(value, path)
         return value
@@ -81,7 +83,7 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.constructor.construct_object(key_node, deep=True)
+            key = self._scalar(key_node)
             if not isinstance(key, str | int | bool) or isinstance(key, bool):
                 raise self.doc.error(path, f"keys must be text, not {key!r}")
             key = str(key)
@@ -91,6 +93,11 @@ class _Builder:
             self.doc.lines[(*path, key)] = line
             result[key] = self.build(value_node, (*path, key))
         return result
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR:  # most values: none of the constructor's bookkeeping
+            return node.value
+        return self.constructor.construct_object(node, deep=True)
 
     def _expand(self, value: str, path: Path_) -> str:
         return _REFERENCE.sub(lambda m: self._reference(m.group(1), path), value)

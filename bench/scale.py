@@ -1,0 +1,159 @@
+"""Many feeds in one ``inboxbot run``: 100, 1,000 and 10,000 Mail.td feeds at ``every: 60s``
+against one simulator, nothing new arriving. Per size: ``check``'s time, READY after a cold
+start and after a restart on the state, then over one interval CPU (% of one core), RSS, and
+how evenly the polls spread (the busiest second against the mean); a bare aiohttp loop
+polling the same inboxes on the same schedule, in a process of its own, beside it.
+
+    .venv/bin/python bench/scale.py [--feeds 100,1000,10000] [--every 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import PY, Sim, mailtd_sim, status_kb, wait_ready, write_config
+
+INBOXBOT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "inboxbot"
+RULES = """\
+- name: every-mail
+  when: {kind: email}
+  notify: [{sink: screen, template: email}]
+"""
+
+
+def cpu_of(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_check(config: Path, state: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([str(INBOXBOT), "--config", str(config), "--state", str(state), "check"],
+                   check=True, capture_output=True)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def start_daemon(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """The daemon, and the seconds from its start to READY=1."""
+    sock_path = folder / "notify.sock"
+    sock_path.unlink(missing_ok=True)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(sock_path))
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+    log = (folder / "inboxbot.log").open("a")
+    cmd = [str(INBOXBOT), "--config", str(config), "--state", str(folder / "state.db"), "run"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    ready = wait_ready(notify) - start
+    notify.close()
+    return proc, ready
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(pid: int, sim: Sim, seconds: float) -> dict[str, float]:
+    """CPU % of one core, RSS and the simulator's counts over ``seconds``."""
+    sim.reset()
+    cpu, start = cpu_of(pid), time.monotonic()
+    time.sleep(seconds)
+    used, wall = cpu_of(pid) - cpu, time.monotonic() - start
+    return {"cpu_pct": 100 * used / wall, "rss_mib": status_kb(pid, "VmRSS") / 1024,
+            "hwm_mib": status_kb(pid, "VmHWM") / 1024, **sim.counts()}  # fmt: skip
+
+
+def inboxbot(sim: Sim, folder: Path, every: float) -> dict[str, float]:
+    config = write_config(folder, sim, rules=RULES, sinks="  screen: {type: console}\n",
+                          every=f"{every:g}s", rate=4, extra="backlog: skip\n")  # fmt: skip
+    figures = {"check_s": timed_check(config, folder / "state.db")}
+    proc, figures["ready_cold_s"] = start_daemon(folder, config)
+    time.sleep(every)  # the first polls spread over (at most) one interval
+    figures |= measure(proc.pid, sim, every)
+    stop(proc)
+    figures["state_mib"] = (folder / "state.db").stat().st_size / 2**20
+    proc, figures["ready_restart_s"] = start_daemon(folder, config)
+    stop(proc)
+    return figures
+
+
+def bare(sim: Sim, every: float) -> dict[str, float]:
+    """The bare loop in a process of its own (``scale.py bare``), measured the same way."""
+    args = [PY, __file__, "bare", sim.base_url, str(every)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(sim.accounts))
+    proc.stdin.close()
+    time.sleep(every)
+    figures = measure(proc.pid, sim, every)
+    proc.terminate()
+    proc.wait()
+    return figures
+
+
+async def _bare_loop(base: str, every: float, accounts: list[tuple[str, str]]) -> None:
+    import aiohttp
+
+    async def inbox(session: aiohttp.ClientSession, n: int, address: str, token: str) -> None:
+        url = f"{base}/api/accounts/{address}/messages?page=1"
+        seen: dict[str, None] = {}
+        tick = time.monotonic() + every * n / len(accounts)
+        while True:
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                for message in (await resp.json())["messages"]:
+                    seen.setdefault(message["id"], None)
+            tick += every
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(inbox(session, n, a, t) for n, (a, t) in enumerate(accounts)))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["bare"]:
+        accounts = [tuple(a) for a in json.loads(sys.stdin.read())]
+        asyncio.run(_bare_loop(sys.argv[2], float(sys.argv[3]), accounts))  # type: ignore[arg-type]
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", default="100,1000,10000")
+    parser.add_argument("--every", type=float, default=60.0, help="seconds")
+    args = parser.parse_args()
+    for n in (int(f) for f in args.feeds.split(",")):
+        with mailtd_sim(accounts=n, messages=1) as sim, tempfile.TemporaryDirectory() as tmp:
+            ours = inboxbot(sim, Path(tmp), args.every)
+            base = bare(sim, args.every)
+        mean = n / args.every
+        print(
+            f"scale: {n} feeds every {args.every:g}s: check {ours['check_s']:.2f} s, READY "
+            f"{ours['ready_cold_s']:.2f} s cold, {ours['ready_restart_s']:.2f} s on a state "
+            f"of {ours['state_mib']:.1f} MiB", flush=True,
+        )  # fmt: skip
+        for who, f in (("bare", base), ("inboxbot", ours)):
+            print(
+                f"scale: {n} feeds {who:>8}: CPU {f['cpu_pct']:5.1f} % of a core, RSS "
+                f"{f['rss_mib']:6.1f} MiB (peak {f['hwm_mib']:.1f}), {f['list']:.0f} list GETs "
+                f"in {args.every:g} s, busiest second {f['busiest_second']:.0f} (mean "
+                f"{mean:.1f}), refused {f['refused']:.0f}", flush=True,
+            )  # fmt: skip
+        print(f"scale: {n} feeds ratio CPU {ours['cpu_pct'] / base['cpu_pct']:.2f}x, RSS "
+              f"{ours['rss_mib'] / base['rss_mib']:.2f}x", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
