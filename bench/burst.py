@@ -114,11 +114,9 @@ async def _account(
         title = f"{mail['from']}: {mail['subject'][:80]}"
         body = {"id": mail["id"], "title": title, "message": mail.get("text_body") or "",
                 "item": mail, "account": base, "item_id": mail["id"]}  # fmt: skip
-        async with posting:
-            async with session.post(
-                hook.url, json=body, headers={"Idempotency-Key": mail["id"]}
-            ) as resp:
-                resp.raise_for_status()
+        headers = {"Idempotency-Key": mail["id"]}
+        async with posting, session.post(hook.url, json=body, headers=headers) as resp:
+            resp.raise_for_status()
     return len(summaries)
 
 
@@ -166,13 +164,14 @@ def run(kind: str, accounts: int, per: int) -> None:
         got, dups = hook.count()
         counts = sim.counts()
         kept = order_kept(hook, Path(tmp) / "state.db")
-    print(f"burst: {expected} new mails over {accounts} accounts, 20 rules reading {kind} "
-          f"fields; webhook got bare {bare_got}/{expected} ({bare_dups} duplicates), inboxbot "
-          f"{got}/{expected} ({dups} duplicates), inboxbot's per-account order kept: {kept}")  # fmt: skip
-    row("burst", f"[{kind}] items/s (inverse ratio is the goal)", bare_items / bare_wall,
+    print(
+        f"burst: [{kind}] {expected} new mails over {accounts} accounts, 20 rules reading {kind} "
+        f"fields; webhook got bare {bare_got}/{expected} ({bare_dups} duplicates), inboxbot "
+        f"{got}/{expected} ({dups} duplicates); inboxbot's per-account order kept: {kept}"
+    )
+    row("burst", f"[{kind}] items/s (goal: ratio >= 0.6)", bare_items / bare_wall,
         items / wall, "{:.0f}")  # fmt: skip
-    print(f"burst: [{kind}] inboxbot/bare items/s = {items / wall / (bare_items / bare_wall):.2f}",
-          f"(goal >= 0.6); seconds: bare {bare_wall:.2f}, inboxbot {wall:.2f}")  # fmt: skip
+    row("burst", f"[{kind}] seconds", bare_wall, wall, "{:.2f}")
     row("burst", f"[{kind}] CPU s per 1,000 items", bare_cpu / bare_items * 1000,
         cpu / max(1, items) * 1000)  # fmt: skip
     row("burst", f"[{kind}] list GETs", bare_counts["list"], counts["list"], "{:.0f}")

@@ -270,6 +270,46 @@ async def _serve_sim(args: argparse.Namespace) -> None:
     await serve_until_stopped(sim, LOOPBACK, 0, banner)
 
 
+async def _bare_loop(base: str, every: float, accounts: list[tuple[str, str]]) -> None:
+    """The bare aiohttp loop of the daemon figures: one session, each inbox's list page 1
+    every ``every`` seconds (the inboxes spread over one interval), a dict of seen ids."""
+    import aiohttp
+
+    async def inbox(session: aiohttp.ClientSession, n: int, address: str, token: str) -> None:
+        url = f"{base}/api/accounts/{address}/messages?page=1"
+        seen: dict[str, None] = {}
+        tick = time.monotonic() + every * n / len(accounts)
+        while True:
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                for message in (await resp.json())["messages"]:
+                    seen.setdefault(message["id"], None)
+            tick += every
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(inbox(session, n, a, t) for n, (a, t) in enumerate(accounts)))
+
+
+def bare_loop(sim: Sim, every: float) -> subprocess.Popen[str]:
+    """The bare loop over ``sim``'s accounts in a process of its own (stop it with _stop)."""
+    proc = subprocess.Popen([PY, __file__, "bare", "--url", sim.base_url, "--every", str(every)],
+                            stdin=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(sim.accounts))
+    proc.stdin.close()
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def _serve_hook() -> None:
     from aiohttp import web
 
@@ -305,11 +345,17 @@ async def _serve_hook() -> None:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(description="benchmark helpers")
-    parser.add_argument("what", choices=("sim", "hook"))
+    parser.add_argument("what", choices=("sim", "hook", "bare"))
     parser.add_argument("--accounts", type=int, default=1)
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--rate-limit", type=float, default=100_000)
+    parser.add_argument("--url", help="bare: the simulator")
+    parser.add_argument("--every", type=float, default=1.0, help="bare: seconds")
     args = parser.parse_args()
+    if args.what == "bare":
+        accounts = [(a, t) for a, t in json.loads(sys.stdin.read())]
+        asyncio.run(_bare_loop(args.url, args.every, accounts))
+        return
     asyncio.run(_serve_sim(args) if args.what == "sim" else _serve_hook())
 
 

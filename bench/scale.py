@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PY, Sim, mailtd_sim, status_kb, wait_ready, write_config
+from common import PY, Sim, mailtd_sim, row, status_kb, wait_ready, write_config
 
 INBOXBOT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "inboxbot"
 RULES = """\
@@ -37,11 +38,15 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_check(config: Path, state: Path) -> float:
+def timed_check(config: Path, state: Path) -> tuple[float, float]:
+    """``inboxbot check``'s (wall, CPU) seconds, CPU of the child only (the machine is shared)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([str(INBOXBOT), "--config", str(config), "--state", str(state), "check"],
                    check=True, capture_output=True)  # fmt: skip
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def start_daemon(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], float]:
@@ -79,13 +84,14 @@ def measure(pid: int, sim: Sim, seconds: float) -> dict[str, float]:
             "hwm_mib": status_kb(pid, "VmHWM") / 1024, **sim.counts()}  # fmt: skip
 
 
-def inboxbot(sim: Sim, folder: Path, every: float) -> dict[str, float]:
+def inboxbot(sim: Sim, folder: Path, every: float, seconds: float) -> dict[str, float]:
     config = write_config(folder, sim, rules=RULES, sinks="  screen: {type: console}\n",
                           every=f"{every:g}s", rate=4, extra="backlog: skip\n")  # fmt: skip
-    figures = {"check_s": timed_check(config, folder / "state.db")}
+    check = timed_check(config, folder / "state.db")
+    figures = dict(zip(("check_s", "check_cpu_s"), check, strict=True))
     proc, figures["ready_cold_s"] = start_daemon(folder, config)
     time.sleep(every)  # the first polls spread over (at most) one interval
-    figures |= measure(proc.pid, sim, every)
+    figures |= measure(proc.pid, sim, seconds)
     stop(proc)
     figures["state_mib"] = (folder / "state.db").stat().st_size / 2**20
     proc, figures["ready_restart_s"] = start_daemon(folder, config)
@@ -93,7 +99,7 @@ def inboxbot(sim: Sim, folder: Path, every: float) -> dict[str, float]:
     return figures
 
 
-def bare(sim: Sim, every: float) -> dict[str, float]:
+def bare(sim: Sim, every: float, seconds: float) -> dict[str, float]:
     """The bare loop in a process of its own (``scale.py bare``), measured the same way."""
     args = [PY, __file__, "bare", sim.base_url, str(every)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, text=True)
@@ -101,7 +107,7 @@ def bare(sim: Sim, every: float) -> dict[str, float]:
     proc.stdin.write(json.dumps(sim.accounts))
     proc.stdin.close()
     time.sleep(every)
-    figures = measure(proc.pid, sim, every)
+    figures = measure(proc.pid, sim, seconds)
     proc.terminate()
     proc.wait()
     return figures
@@ -125,6 +131,23 @@ async def _bare_loop(base: str, every: float, accounts: list[tuple[str, str]]) -
         await asyncio.gather(*(inbox(session, n, a, t) for n, (a, t) in enumerate(accounts)))
 
 
+def report(n: int, every: float, seconds: float, base: dict[str, float],
+           ours: dict[str, float]) -> None:  # fmt: skip
+    name = f"scale {n}"
+    print(f"{name}: {n} feeds every {every:g}s, {seconds:g} s measured after {every:g} s; "
+          f"inboxbot check {ours['check_s']:.2f} s wall ({ours['check_cpu_s']:.2f} s CPU), READY "
+          f"{ours['ready_cold_s']:.2f} s cold, {ours['ready_restart_s']:.2f} s on its state of "
+          f"{ours['state_mib']:.1f} MiB; refused requests bare {base['refused']:.0f}, "
+          f"inboxbot {ours['refused']:.0f}", flush=True)  # fmt: skip
+    row(name, "CPU % of one core", base["cpu_pct"], ours["cpu_pct"], "{:.1f}")
+    row(name, "RSS MiB", base["rss_mib"], ours["rss_mib"], "{:.1f}")
+    row(name, "peak RSS (VmHWM) MiB", base["hwm_mib"], ours["hwm_mib"], "{:.1f}")
+    row(name, "list GETs", base["list"], ours["list"], "{:.0f}")
+    row(name, "detail GETs", base["detail"], ours["detail"], "{:.0f}")
+    row(name, f"busiest second's list GETs (even: {n / every:.1f})", base["busiest_second"],
+        ours["busiest_second"], "{:.0f}")  # fmt: skip
+
+
 def main() -> None:
     if sys.argv[1:2] == ["bare"]:
         accounts = [tuple(a) for a in json.loads(sys.stdin.read())]
@@ -132,27 +155,20 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", default="100,1000,10000")
-    parser.add_argument("--every", type=float, default=60.0, help="seconds")
+    parser.add_argument("--every", type=float, default=60.0, help="each feed's interval, s")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="measured after one interval of warm-up (default: one interval)",
+    )
     args = parser.parse_args()
+    seconds = args.seconds or args.every
     for n in (int(f) for f in args.feeds.split(",")):
         with mailtd_sim(accounts=n, messages=1) as sim, tempfile.TemporaryDirectory() as tmp:
-            ours = inboxbot(sim, Path(tmp), args.every)
-            base = bare(sim, args.every)
-        mean = n / args.every
-        print(
-            f"scale: {n} feeds every {args.every:g}s: check {ours['check_s']:.2f} s, READY "
-            f"{ours['ready_cold_s']:.2f} s cold, {ours['ready_restart_s']:.2f} s on a state "
-            f"of {ours['state_mib']:.1f} MiB", flush=True,
-        )  # fmt: skip
-        for who, f in (("bare", base), ("inboxbot", ours)):
-            print(
-                f"scale: {n} feeds {who:>8}: CPU {f['cpu_pct']:5.1f} % of a core, RSS "
-                f"{f['rss_mib']:6.1f} MiB (peak {f['hwm_mib']:.1f}), {f['list']:.0f} list GETs "
-                f"in {args.every:g} s, busiest second {f['busiest_second']:.0f} (mean "
-                f"{mean:.1f}), refused {f['refused']:.0f}", flush=True,
-            )  # fmt: skip
-        print(f"scale: {n} feeds ratio CPU {ours['cpu_pct'] / base['cpu_pct']:.2f}x, RSS "
-              f"{ours['rss_mib'] / base['rss_mib']:.2f}x", flush=True)  # fmt: skip
+            ours = inboxbot(sim, Path(tmp), args.every, seconds)
+            base = bare(sim, args.every, seconds)
+        report(n, args.every, seconds, base, ours)
 
 
 if __name__ == "__main__":
