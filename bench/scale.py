@@ -4,25 +4,21 @@ start and after a restart on the state, then over one interval CPU (% of one cor
 how evenly the polls spread (the busiest second against the mean); a bare aiohttp loop
 polling the same inboxes on the same schedule, in a process of its own, beside it.
 
-    .venv/bin/python bench/scale.py [--feeds 100,1000,10000] [--every 60]
+    .venv/bin/python bench/scale.py [--feeds 100,1000,10000] [--every 60] [--seconds 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import resource
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import PY, Sim, mailtd_sim, row, status_kb, wait_ready, write_config
+from common import Sim, bare_loop, mailtd_sim, row, status_kb, stop, wait_ready, write_config
 
 INBOXBOT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "inboxbot"
 RULES = """\
@@ -65,15 +61,6 @@ def start_daemon(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], f
     return proc, ready
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(pid: int, sim: Sim, seconds: float) -> dict[str, float]:
     """CPU % of one core, RSS and the simulator's counts over ``seconds``."""
     sim.reset()
@@ -100,35 +87,12 @@ def inboxbot(sim: Sim, folder: Path, every: float, seconds: float) -> dict[str, 
 
 
 def bare(sim: Sim, every: float, seconds: float) -> dict[str, float]:
-    """The bare loop in a process of its own (``scale.py bare``), measured the same way."""
-    args = [PY, __file__, "bare", sim.base_url, str(every)]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, text=True)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(sim.accounts))
-    proc.stdin.close()
+    """The bare loop (``common.py bare``) in a process of its own, measured the same way."""
+    proc = bare_loop(sim, every)
     time.sleep(every)
     figures = measure(proc.pid, sim, seconds)
-    proc.terminate()
-    proc.wait()
+    stop(proc)
     return figures
-
-
-async def _bare_loop(base: str, every: float, accounts: list[tuple[str, str]]) -> None:
-    import aiohttp
-
-    async def inbox(session: aiohttp.ClientSession, n: int, address: str, token: str) -> None:
-        url = f"{base}/api/accounts/{address}/messages?page=1"
-        seen: dict[str, None] = {}
-        tick = time.monotonic() + every * n / len(accounts)
-        while True:
-            await asyncio.sleep(max(0.0, tick - time.monotonic()))
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-                for message in (await resp.json())["messages"]:
-                    seen.setdefault(message["id"], None)
-            tick += every
-
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(inbox(session, n, a, t) for n, (a, t) in enumerate(accounts)))
 
 
 def report(n: int, every: float, seconds: float, base: dict[str, float],
@@ -149,10 +113,6 @@ def report(n: int, every: float, seconds: float, base: dict[str, float],
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["bare"]:
-        accounts = [tuple(a) for a in json.loads(sys.stdin.read())]
-        asyncio.run(_bare_loop(sys.argv[2], float(sys.argv[3]), accounts))  # type: ignore[arg-type]
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", default="100,1000,10000")
     parser.add_argument("--every", type=float, default=60.0, help="each feed's interval, s")
