@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/poll_overhead.py
 	$(BIN)/python bench/burst.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/scale.py --seconds 30
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
 	systemd/check.sh

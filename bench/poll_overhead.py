@@ -1,7 +1,8 @@
-"""CPU seconds per 1,000 polls of a Mail.td feed with nothing new: inboxbot's pipeline against
-a bare aiohttp loop doing the same GETs, both against one simulator in a child process.
+"""CPU seconds per 1,000 polls that find nothing new: ``inboxbot run``'s daemon (in this
+process: scheduler, pipeline, store, delivery job) against a bare aiohttp loop doing the
+same GETs on the same schedule, both against one simulator in a child process.
 
-    .venv/bin/python bench/poll_overhead.py [--polls 1000] [--quick]
+    .venv/bin/python bench/poll_overhead.py [--inboxes 100] [--seconds 20] [--quick]
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 
 import aiohttp
-from common import Sim, mailtd_sim, write_config
+from common import Sim, cpu_seconds, mailtd_sim, row, write_config
 
-from bot.app import load, running
+from bot.app import load, resources
+from bot.daemon import Daemon
 
 RULES = """\
 - name: everything
@@ -23,66 +25,87 @@ RULES = """\
   notify: [{sink: screen, template: email}]
 """
 MESSAGES = 5  # one list page; all of them seen at the first poll
-BARE_ROUNDS = 5
+WARMUP = 3.0  # every feed polled at least once (the backlog marked seen) before measuring
 
 
-async def inboxbot(sim: Sim, polls: int, folder: Path) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of ``polls`` polls after a first one that saw the inbox."""
+async def inboxbot(sim: Sim, folder: Path, seconds: float) -> tuple[float, dict[str, int]]:
+    """(CPU seconds, requests counted) of the daemon running ``seconds`` after a warm-up."""
     config = write_config(
-        folder, sim, rules=RULES, sinks="  screen: {type: console}\n", extra="backlog: skip\n"
-    )
+        folder, sim, rules=RULES, sinks="  screen: {type: console}\n", every="1s",
+        extra="backlog: skip\n",
+    )  # fmt: skip
     loaded = load(config)
-    (feed,) = loaded.feeds()
-    async with running(loaded, folder / "state.db") as pipeline:
-        await pipeline.poll(feed)  # the backlog: marked seen
-        cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(polls):
-            if await pipeline.poll(feed):
-                raise RuntimeError("a poll found something new")
-        return time.process_time() - cpu, time.perf_counter() - wall
+    async with resources(folder / "state.db") as res:
+        daemon = Daemon(loaded, res)
+        running = asyncio.create_task(daemon.run())
+        await asyncio.sleep(WARMUP)
+        await asyncio.to_thread(sim.reset)
+        cpu = cpu_seconds()
+        await asyncio.sleep(seconds)
+        cpu = cpu_seconds() - cpu
+        counts = await asyncio.to_thread(sim.counts)
+        daemon.stop()
+        await running
+    return cpu, counts
 
 
-async def bare(sim: Sim, polls: int) -> tuple[float, float]:
-    """The same GET of the list's first page with the same Bearer token, JSON decoded;
-    (CPU s, wall s) of the median of BARE_ROUNDS rounds, as one round is short and noisy."""
-    address, token = sim.accounts[0]
-    url = f"{sim.base_url}/api/accounts/{address}/messages?page=1"
+async def _inbox(
+    session: aiohttp.ClientSession, url: str, token: str, start: float, stop: float
+) -> None:
+    """One inbox: a GET every second, a dict of seen ids; a new id would be a notification."""
+    seen: dict[str, None] = {}
     headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.get(url) as resp:  # warm the connection, like inboxbot's first poll
-            await resp.json()
-        rounds = []
-        for _ in range(BARE_ROUNDS):
-            cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(polls):
-                async with session.get(url) as resp:
-                    resp.raise_for_status()
-                    if len((await resp.json())["messages"]) != MESSAGES:
-                        raise RuntimeError("unexpected list")
-            rounds.append((time.process_time() - cpu, time.perf_counter() - wall))
-        return sorted(rounds)[len(rounds) // 2]
+    tick = start
+    while tick < stop:
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        async with session.get(url, headers=headers) as resp:
+            resp.raise_for_status()
+            for message in (await resp.json())["messages"]:
+                seen.setdefault(message["id"], None)
+        tick += 1.0
+
+
+async def bare(sim: Sim, seconds: float) -> tuple[float, dict[str, int]]:
+    """The same schedule: each inbox every second, the inboxes spread over the second."""
+    async with aiohttp.ClientSession() as session:
+        now = time.monotonic()
+        n = len(sim.accounts)
+        urls = [(f"{sim.base_url}/api/accounts/{a}/messages?page=1", t) for a, t in sim.accounts]
+        tasks = [
+            asyncio.create_task(_inbox(session, url, token, now + i / n, now + WARMUP + seconds))
+            for i, (url, token) in enumerate(urls)
+        ]
+        await asyncio.sleep(WARMUP)
+        await asyncio.to_thread(sim.reset)
+        cpu = cpu_seconds()
+        await asyncio.sleep(seconds)
+        cpu = cpu_seconds() - cpu
+        counts = await asyncio.to_thread(sim.counts)
+        await asyncio.gather(*tasks)
+    return cpu, counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="200 polls")
+    parser.add_argument("--inboxes", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="8 seconds")
     args = parser.parse_args()
-    polls = 200 if args.quick else args.polls
-    with mailtd_sim(accounts=1, messages=MESSAGES) as sim, tempfile.TemporaryDirectory() as tmp:
-        ours_cpu, ours_wall = asyncio.run(inboxbot(sim, polls, Path(tmp)))
-        bare_cpu, bare_wall = asyncio.run(bare(sim, polls))
-    per = 1000 / polls
-    print(
-        f"poll_overhead: inboxbot {ours_cpu * per:.3f} CPU-s/1000 polls, "
-        f"bare aiohttp {bare_cpu * per:.3f} CPU-s/1000 polls, ratio {ours_cpu / bare_cpu:.2f}"
-    )
-    print(
-        f"poll_overhead: wall inboxbot {ours_wall:.1f} s for {polls} polls "
-        f"({polls / ours_wall:.1f} polls/s, account rate: 50 req/s), "
-        f"bare {bare_wall:.1f} s ({polls / bare_wall:.0f} polls/s, no limiter, median of "
-        f"{BARE_ROUNDS} rounds)"
-    )
+    seconds = 8.0 if args.quick else args.seconds
+    with mailtd_sim(accounts=args.inboxes, messages=MESSAGES) as sim:
+        bare_cpu, bare_counts = asyncio.run(bare(sim, seconds))
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_cpu, ours_counts = asyncio.run(inboxbot(sim, Path(tmp), seconds))
+    print(f"poll_overhead: {args.inboxes} inboxes at every: 1s, {seconds:.0f} s measured")
+    bare_polls, ours_polls = bare_counts["list"], ours_counts["list"]
+    row("poll_overhead", "list GETs", bare_polls, ours_polls, "{:.0f}")
+    row("poll_overhead", "detail GETs", bare_counts["detail"], ours_counts["detail"], "{:.0f}")
+    row("poll_overhead", "other/refused requests", bare_counts["other"] + bare_counts["refused"],
+        ours_counts["other"] + ours_counts["refused"], "{:.0f}")  # fmt: skip
+    row(
+        "poll_overhead", "CPU s per 1,000 empty polls",
+        bare_cpu / max(1, bare_polls) * 1000, ours_cpu / max(1, ours_polls) * 1000,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ into ``file:line: field: message`` through the positions kept by ``bot.yamlfile`
 
 from __future__ import annotations
 
+import functools
 import glob
 import re
 from collections.abc import Iterator, Mapping
@@ -40,7 +41,12 @@ def parse_duration(value: Any) -> Any:
         return value
     if isinstance(value, int | float):
         return timedelta(seconds=value)
-    text = str(value).strip().replace(" ", "")
+    return _duration(str(value))
+
+
+@functools.lru_cache(maxsize=256)  # 10,000 feeds share a few intervals
+def _duration(value: str) -> timedelta:
+    text = value.strip().replace(" ", "")
     if not text or _DURATION.sub("", text):
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 2m, 1h30m, 1d")
     return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text)))

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 Kind = Literal["dmail", "comment", "email", "chat"]
@@ -56,23 +57,34 @@ class Item:
         return now - self.created_at
 
     def fields(self, now: datetime, *, with_raw: bool = True) -> dict[str, Any]:
-        """The item as rules and templates see it: plain values, plus ``age``."""
-        data = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "complete" and (with_raw or f.name != "raw")
-        }
-        data["attachments"] = [dataclasses.asdict(a) for a in self.attachments]
-        data["links"] = list(self.links)
+        """The item as rules and templates see it: plain values, plus ``age``. A new dict
+        each call (built once per item, copied shallowly)."""
+        data = dict(self._plain)
+        if not with_raw:
+            del data["raw"]
         data["age"] = self.age(now)
         return data
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form, for the store and the webhook payload (shallow: no deep copy)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["created_at"] = self.created_at.isoformat()
+        return dict(self._json)
+
+    # An item is immutable, so its two forms are built at most once (instances keep them in
+    # their ``__dict__``; they are not dataclass fields, so equality and repr ignore them).
+
+    @cached_property
+    def _plain(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in _NAMES if name != "complete"}
         data["attachments"] = [dataclasses.asdict(a) for a in self.attachments]
         data["links"] = list(self.links)
+        return data
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in _NAMES}
+        data["created_at"] = self.created_at.isoformat()
+        data["attachments"] = self._plain["attachments"]
+        data["links"] = self._plain["links"]
         data["raw"] = dict(self.raw)
         return data
 
@@ -83,3 +95,6 @@ class Item:
         values["attachments"] = tuple(Attachment(**a) for a in values.get("attachments", ()))
         values["links"] = tuple(values.get("links", ()))
         return cls(**values)
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(Item))

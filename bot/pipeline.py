@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time as _time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +49,7 @@ AUTH_RETRY_CAP = 120.0  # refused credentials: tried again within 2 min, in case
 FEED_REST_CAP = 1800.0  # a failing feed is polled at least every 30 min
 BROKEN_FEED_REST = 900.0  # refused credentials, a vanished mailbox: from 15 min up to 6 h
 DEDUP_HORIZON = timedelta(days=365)
+IN_FLIGHT = 8  # notifications in flight at once per sink (each account's one at a time)
 
 
 class Clock:
@@ -113,6 +114,10 @@ class Pipeline:
             for name, sink in self.sinks.items()
             if (rate := sink_rate(sink))
         }
+        self._showing = [sink for sink in self.sinks.values() if sink.wants_feed_state]
+        # feeds whose stored items are all planned: only a poll with new items plans then
+        # (the first poll of each feed also plans what a crash or a failed detail left)
+        self._planned: set[str] = set()
 
     # --- poll and plan ---------------------------------------------------------------
 
@@ -122,42 +127,44 @@ class Pipeline:
         A failing feed rests (longer after each failure, as long as the upstream asks):
         a poll during its rest does nothing, so an upstream in trouble is not hammered."""
         failures, until = self._resting.get(feed.key, (0, 0.0))
-        if self.clock.time() < until:
+        if until and self.clock.time() < until:
             return 0
         source = self.sources[feed.account]
         polled_before, cursor = self.store.cursor(feed.key)
-        labels = (feed.account, feed.name)
-        self.metrics.polls.labels(*labels).inc()
+        metrics = self.metrics.feed(feed.account, feed.name)
+        metrics.polls.inc()
+        started = _time.perf_counter()
         try:
-            with self.metrics.poll_seconds.labels(*labels).time():
-                result = await source.listing(
-                    feed.name, cursor, lambda ids: self.store.known(feed.key, ids)
-                )
+            result = await source.listing(
+                feed.name, cursor, lambda ids: self.store.known(feed.key, ids)
+            )
         except RemoteError as err:
-            self.metrics.poll_errors.labels(*labels, type(err).__name__).inc()
+            self.metrics.poll_errors.labels(feed.account, feed.name, type(err).__name__).inc()
             wait = rest(failures + 1, err, feed.every.total_seconds())
             self._resting[feed.key] = (failures + 1, self.clock.time() + wait)
             self.health.failed(feed.key, err, retry_at=self.clock.time() + wait)
             raise
-        self._resting.pop(feed.key, None)
-        self.last_success[feed.key] = self.clock.time()
-        self.metrics.last_poll.labels(*labels).set(self.last_success[feed.key])
+        metrics.poll_seconds.observe(_time.perf_counter() - started)
+        if failures:
+            del self._resting[feed.key]
+        now = self.last_success[feed.key] = self.clock.time()
+        metrics.last_poll.set(now)
         skip = not polled_before and (feed.backlog or self.config.backlog) == "skip"
-        added = self.store.record_poll(
-            feed.key, result.items, result.cursor, now=self.clock.time(), skip=skip
-        )
+        added = self.store.record_poll(feed.key, result.items, result.cursor, now=now, skip=skip)
         self.health.ok(feed.key)
-        self.metrics.new_items.labels(*labels).inc(added)
         if added:
+            metrics.new_items.inc(added)
             log.info("polled", extra=fields(feed=feed.key, new=added, backlog_skipped=skip))
-        await self.plan_new(feed)
-        await self.show_state(feed)
+        if added or feed.key not in self._planned:
+            await self.plan_new(feed)
+        if self._showing:
+            await self.show_state(feed)
         return added
 
     async def show_state(self, feed: Feed) -> None:
         """Give sinks that show feeds (Home Assistant sensors) the feed's state when it
         changed."""
-        showing = [sink for sink in self.sinks.values() if sink.wants_feed_state]
+        showing = self._showing
         if not showing:
             return
         unread, last = self.store.feed_summary(feed.key)
@@ -174,19 +181,27 @@ class Pipeline:
                 self._shown[sink.name, feed.key] = state
 
     async def plan_new(self, feed: Feed) -> None:
-        """Plan every stored item of ``feed`` not planned yet (also those a crash left), each
-        saved as it is planned; then release the actions, within the per-poll limit."""
+        """Plan every stored item of ``feed`` not planned yet (also those a crash left), saved
+        together in one transaction; then release the actions, within the per-poll limit."""
         details = f"{feed.key} details"
+        plans: list[tuple[Item, list[NewStep], bool]] = []
+        complete = True
         for item in self.store.new_items(feed.key):
             try:
                 planned = await self.plan_item(item)
             except RemoteError as err:
                 # the item stays new and is planned after a later poll; so are the rest
                 self.health.failed(details, err)
+                complete = False
                 break
             self.health.ok(details)
             if planned is not None:
-                self.store.save_plan(feed.key, *planned, now=self.clock.time())
+                plans.append((planned[0], planned[1], planned[0] is not item))
+        self.store.save_plans(feed.key, plans, now=self.clock.time())
+        if complete:
+            self._planned.add(feed.key)
+        else:
+            self._planned.discard(feed.key)
         limit = self.config.max_actions_per_poll
         refused = self.store.release_actions(feed.key, limit, now=self.clock.time())
         for rule, count in sorted(refused.items()):
@@ -199,8 +214,9 @@ class Pipeline:
         """The item (with its detail when a rule needs it) and its rendered steps;
         None when the item went away upstream meanwhile."""
         now = self.clock.now()
-        summary = {"item": item.fields(now), "account": item.account, "now": now}
-        if not item.complete and wants_detail(self.rules, item, summary):
+        values = item.fields(now)
+        context = {"item": values, "account": item.account, "now": now}
+        if not item.complete and wants_detail(self.rules, item, context):
             try:
                 item = await self.sources[item.account].complete(item)
             except GoneError as err:
@@ -212,22 +228,27 @@ class Pipeline:
                 )
                 self.store.drop_item(f"{item.account}/{item.feed}", item.id)
                 return None
-        now = self.clock.now()
-        context = {"item": item.fields(now), "account": item.account, "now": now}
+            now = self.clock.now()
+            values = item.fields(now)
+            context = {"item": values, "account": item.account, "now": now}
         steps: list[NewStep] = []
         for match in plan(self.rules, item, context):
-            self.metrics.matches.labels(match.rule.name).inc()
+            self.metrics.matched(match.rule.name).inc()
             log.info(
                 "matched",
                 extra=fields(
                     rule=match.rule.name, feed=f"{item.account}/{item.feed}", item=item.id
                 ),
             )
-            steps += self._render(match, item, now)
+            steps += self._render(match, item, now, values)
         return item, steps
 
-    def _render(self, match: Match, item: Item, now: datetime) -> list[NewStep]:
-        ctx = self.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
+    def _render(
+        self, match: Match, item: Item, now: datetime, values: dict[str, Any]
+    ) -> list[NewStep]:
+        ctx = self.renderer.context(
+            item, now=now, rule=match.rule.name, extract=match.extract, values=values
+        )
         return [self._new_step(step, match.extract, item, ctx, now) for step in match.steps]
 
     def _new_step(
@@ -292,6 +313,8 @@ class Pipeline:
             await asyncio.gather(*(self._deliver_to(name, steps) for name, steps in queues.items()))
 
     async def _deliver_to(self, name: str, steps: list[StepRecord]) -> None:
+        """A sink's notifications, up to IN_FLIGHT at once: each account's in their order,
+        accounts side by side. A failed send ends the round for the sink."""
         sink = self.sinks.get(name)
         if sink is None:
             self.health.failed(
@@ -299,13 +322,27 @@ class Pipeline:
                 PermanentError("sink is no longer configured; its notifications wait"),
             )
             return
+        by_account: dict[str, list[StepRecord]] = defaultdict(list)
         for step in steps:
-            if step.due_at > self.clock.time():
-                return  # an earlier notification waits for its retry: keep the order
-            if name in self._sink_limits:
-                await self._sink_limits[name].wait()
+            by_account[step.feed.split("/", 1)[0]].append(step)
+        queues, failed = deque(by_account.values()), [False]
+
+        async def worker() -> None:
+            while queues and not failed[0]:
+                failed[0] = not await self._deliver_queue(sink, queues.popleft(), failed)
+
+        await asyncio.gather(*(worker() for _ in range(min(IN_FLIGHT, len(queues)))))
+
+    async def _deliver_queue(self, sink: Sink, steps: list[StepRecord], failed: list[bool]) -> bool:
+        """One account's notifications to ``sink`` in order; False when a send failed."""
+        for step in steps:
+            if failed[0] or step.due_at > self.clock.time():
+                return True  # an earlier notification waits for its retry: keep the order
+            if sink.name in self._sink_limits:
+                await self._sink_limits[sink.name].wait()
             if not await self._send(sink, step):
-                return
+                return False
+        return True
 
     async def _send(self, sink: Sink, step: StepRecord) -> bool:
         key = f"sink {sink.name}"
@@ -319,14 +356,14 @@ class Pipeline:
             files = await self._files(step, sink.max_file_size) if sink.max_file_size else []
             await sink.send(Notification(**step.payload), files)
         except (TransientError, AuthError) as err:
-            self.metrics.notifications.labels(sink.name, "retry").inc()
+            self.metrics.notified(sink.name, "retry").inc()
             self.health.failed(key, err)
             self.store.retry_step(
                 step.id, due_at=self.clock.time() + retry_delay(step.attempts, err), error=str(err)
             )
             return False
         except PermanentError as err:
-            self.metrics.notifications.labels(sink.name, "failed").inc()
+            self.metrics.notified(sink.name, "failed").inc()
             log.error(
                 "delivery failed",
                 extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)),
@@ -335,7 +372,7 @@ class Pipeline:
             self.store.cancel_actions(step.feed, step.item_id, step.rule, now=self.clock.time())
             return True
         self.store.finish_step(step.id, now=self.clock.time())
-        self.metrics.notifications.labels(sink.name, "delivered").inc()
+        self.metrics.notified(sink.name, "delivered").inc()
         self.health.ok(key)
         log.info("delivered", extra=fields(sink=sink.name, rule=step.rule, item=step.item_id))
         return True
@@ -414,11 +451,15 @@ class Pipeline:
             self.store.finish_step(s.id, now=self.clock.time(), status=status, error=error)
 
     async def flush(self) -> None:
-        """Deliver what is due, then act on what was delivered."""
-        await self.deliver()
-        await self.act()
-        await self.alert()
+        """Deliver what is due, then act on what was delivered; with an empty outbox (the
+        usual case) one query."""
         depth, oldest = self.store.outbox()
+        if depth:
+            await self.deliver()
+            await self.act()
+        await self.alert()
+        if depth:
+            depth, oldest = self.store.outbox()
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest.set(self.clock.time() - oldest if oldest else 0.0)
 

@@ -132,10 +132,12 @@ def no_field(label: str, name: str, fields: Iterable[str]) -> str:
 
 
 def template_context(
-    item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]
-) -> dict[str, Any]:
-    """What a template sees: the item's fields under `item`, the extractions by name, …"""
-    fields = Fields("item", item.fields(now, with_raw=True))
+    item: Item, *, now: datetime, rule: str, extract: Mapping[str, str],
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What a template sees: the item's fields under `item` (``values`` when the caller has
+    them already), the extractions by name, …"""
+    fields = Fields("item", item.fields(now, with_raw=True) if values is None else values)
     fields["attachments"] = [Fields("attachment", a) for a in fields["attachments"]]
     return {"item": fields, **extract, "rule": rule, "account": item.account, "now": now}
 
@@ -450,9 +452,17 @@ class Renderer:
         )
 
     def context(
-        self, item: Item, *, now: datetime, rule: str, extract: Mapping[str, str]
+        self,
+        item: Item,
+        *,
+        now: datetime,
+        rule: str,
+        extract: Mapping[str, str],
+        values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return template_context(item, now=now, rule=rule, extract=extract)
+        """What a template sees; ``values`` are the item's fields at ``now`` when the caller
+        has them already (the planner, which matched the rules on them)."""
+        return template_context(item, now=now, rule=rule, extract=extract, values=values)
 
     def _parse(self, name: str, *, file: str, line: int | None) -> tuple[nodes.Template, str]:
         """A template file's AST and path, compiled once to find every syntax error now."""

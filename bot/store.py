@@ -20,6 +20,8 @@ from bot.errors import InboxbotError
 from bot.health import Failing
 from bot.item import Item
 
+POLLED_EVERY = 30.0  # seconds: how stale `status` may show an idle feed's last good poll
+
 MIGRATIONS = (
     """
     CREATE TABLE feeds (feed TEXT PRIMARY KEY, cursor TEXT, polled_at REAL NOT NULL);
@@ -108,7 +110,18 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"state {path}: {err}") from None
 
+        # Per feed, what the last poll stored (this process is the only writer of feeds and
+        # items): its cursor, and the ids it listed, all of them known. A poll listing only
+        # those ids with the same cursor changes nothing, and needs no query. One entry per
+        # feed, replaced at each poll.
+        self._cursors: dict[str, str | None] = {}
+        self._listed: dict[str, frozenset[str]] = {}
+        # Idle polls' times, written together every POLLED_EVERY seconds (for `status`).
+        self._polled: dict[str, float] = {}
+        self._polled_written = 0.0
+
     def close(self) -> None:
+        self._write_polled()
         self.db.close()
 
     def _migrate(self) -> None:
@@ -137,13 +150,23 @@ class Store:
 
     def cursor(self, feed: str) -> tuple[bool, str | None]:
         """(whether the feed was ever polled, its cursor)."""
+        if feed in self._cursors:
+            return True, self._cursors[feed]
         row = self.db.execute("SELECT cursor FROM feeds WHERE feed=?", (feed,)).fetchone()
+        if row is not None:
+            self._cursors[feed] = row[0]
         return (row is not None, row[0] if row else None)
 
     def record_poll(
         self, feed: str, items: Sequence[Item], cursor: str | None, *, now: float, skip: bool
     ) -> int:
         """Store a poll's unseen items (as skipped when ``skip``), move the cursor; count them."""
+        ids = frozenset(item.id for item in items)
+        if feed in self._listed and self._cursors[feed] == cursor and ids <= self._listed[feed]:
+            self._polled[feed] = now  # the usual idle poll: nothing new, nothing to write now
+            if now - self._polled_written >= POLLED_EVERY:
+                self._write_polled(now)
+            return 0
         state = SKIPPED if skip else NEW
         with self.transaction() as db:
             known = self.known(feed, [item.id for item in items])
@@ -160,13 +183,28 @@ class Store:
                 "DO UPDATE SET cursor=excluded.cursor, polled_at=excluded.polled_at",
                 (feed, cursor, now),
             )
+        self._cursors[feed], self._listed[feed] = cursor, ids
         return len(unseen)
 
+    def _write_polled(self, now: float = 0.0) -> None:
+        """The idle polls' times since the last write, in one transaction."""
+        if self._polled:
+            with self.transaction() as db:
+                db.executemany(
+                    "UPDATE feeds SET polled_at=? WHERE feed=?",
+                    [(at, feed) for feed, at in self._polled.items()],
+                )
+            self._polled.clear()
+        self._polled_written = now
+
     def known(self, feed: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` the feed has seen (the seen ledger; ids outlive item bodies)."""
-        known: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        """Which of ``ids`` the feed has seen (the seen ledger; ids outlive item bodies);
+        those its last poll listed without a query."""
+        listed = self._listed.get(feed, frozenset())
+        known = {i for i in ids if i in listed}
+        asked = [i for i in ids if i not in listed]
+        for start in range(0, len(asked), 500):
+            chunk = asked[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT item_id FROM items WHERE feed=? AND item_id IN ({marks})", (feed, *chunk)
@@ -205,11 +243,25 @@ class Store:
 
     def save_plan(self, feed: str, item: Item, steps: Sequence[NewStep], *, now: float) -> None:
         """Record the item's steps (actions held) and mark it planned, atomically."""
+        self.save_plans(feed, [(item, steps, True)], now=now)
+
+    def save_plans(
+        self, feed: str, plans: Sequence[tuple[Item, Sequence[NewStep], bool]], *, now: float
+    ) -> None:
+        """Record each item's steps (actions held) and mark it planned, all in one
+        transaction; an item's data is rewritten when flagged (its detail was fetched)."""
+        if not plans:
+            return
         with self.transaction() as db:
-            db.execute(
-                "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
-                (PLANNED, json.dumps(item.to_json()), feed, item.id),
+            db.executemany(
+                "UPDATE items SET state=? WHERE feed=? AND item_id=?",
+                [(PLANNED, feed, item.id) for item, _, changed in plans if not changed],
             )
+            db.executemany(
+                "UPDATE items SET state=?, data=? WHERE feed=? AND item_id=?",
+                [(PLANNED, json.dumps(item.to_json()), feed, item.id)
+                 for item, _, changed in plans if changed],
+            )  # fmt: skip
             db.executemany(
                 "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
                 "payload, due_at, created_at, last_error, done_at) "
@@ -218,7 +270,7 @@ class Store:
                     (s.id, feed, item.id, s.rule, s.kind, s.target, _initial(s),
                      json.dumps(s.payload), s.due_at, now, s.error or None,
                      now if s.error else None)
-                    for s in steps
+                    for item, steps, _ in plans for s in steps
                 ],
             )  # fmt: skip
 
@@ -315,6 +367,7 @@ class Store:
     def prune(self, *, before: float, forget_before: float) -> None:
         """Drop finished steps and item bodies older than ``before``; ids (for dedup) until
         ``forget_before``."""
+        self._listed.clear()  # forgotten ids are new again when listed
         with self.transaction() as db:
             db.execute(
                 "DELETE FROM steps WHERE status NOT IN (?, ?) AND done_at<?",
@@ -353,7 +406,7 @@ class Store:
 
     def polled(self) -> dict[str, float]:
         """Each feed's last good poll."""
-        return dict(self.db.execute("SELECT feed, polled_at FROM feeds").fetchall())
+        return {**dict(self.db.execute("SELECT feed, polled_at FROM feeds")), **self._polled}
 
     def steps(self, statuses: Sequence[str], sink: str | None = None) -> list[StepView]:
         """Steps in one of ``statuses`` (deliveries to ``sink`` only, if given), oldest first."""

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import re
+from functools import cache, lru_cache
 from html.parser import HTMLParser
-
-from inscriptis import get_text
-from inscriptis.css_profiles import CSS_PROFILES
-from inscriptis.model.config import ParserConfig
+from typing import Any
 
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""")
 _TRAILING = ".,;:!?"
-_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False)
 
 
+@cache
+def _inscriptis() -> tuple[Any, Any]:
+    """inscriptis (and lxml under it) is imported at the first HTML body, not at start."""
+    from inscriptis import get_text
+    from inscriptis.css_profiles import CSS_PROFILES
+    from inscriptis.model.config import ParserConfig
+
+    return get_text, ParserConfig(css=CSS_PROFILES["strict"], display_links=False)
+
+
+@lru_cache(maxsize=8)  # a detail's body is converted for its text, then again for its links
 def html_to_text(html: str) -> str:
     """Readable plain text of an HTML document: layout kept, tags and scripts gone."""
     if not html.strip():
         return ""
-    text = get_text(html, _CONFIG)
+    get_text, config = _inscriptis()
+    text = get_text(html, config)
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

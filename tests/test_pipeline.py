@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
 import pytest
+from aiohttp import web
 
+from bot.app import load, running
 from bot.errors import RemoteError
-from bot.pipeline import Pipeline, sink_rate
+from bot.pipeline import IN_FLIGHT, Pipeline, sink_rate
+from bot.sim.webhook import HookReceiver
 from bot.sinks import SINKS
 from bot.sources import Feed
 from tests.conftest import DEFAULT_RULES, Setup
@@ -380,3 +384,63 @@ def test_sinks_default_to_their_services_documented_rate(setup: Setup) -> None:
     assert sink_rate(slack("sl", config, None)) == (1, 1.0)  # type: ignore[arg-type]
     mine = config.model_copy(update={"rate": (5, 60.0)})
     assert sink_rate(slack("sl", mine, None)) == (5, 60.0)  # type: ignore[arg-type]
+
+
+class CountingHook(HookReceiver):
+    """The receiver, also counting how many POSTs it holds at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most = 0
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            return await super()._hook(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_deliveries_to_one_sink_run_side_by_side_keeping_each_accounts_order(
+    setup: Setup,
+) -> None:
+    hook = CountingHook()
+    await hook.start()
+    hook.delay = 0.02
+    boxes = [setup.sim.add_account(f"box{n}@mail.td") for n in range(12)]
+    for n, box in enumerate(boxes):
+        box.rate_limit = 50  # as the configuration says: no account waits for its budget
+        for i in range(6):
+            setup.sim.add_message(box, sender="s@example.com", subject=f"{n}-{i}", text_body="b")
+    accounts = "".join(
+        f"  box{n}:\n    type: mailtd\n    base_url: {setup.sim.base_url}\n"
+        f"    account_id: {box.address}\n    token: {box.token}\n    rate: 50\n"
+        for n, box in enumerate(boxes)
+    )
+    (setup.tmp / "inboxbot.yaml").write_text(
+        f"accounts:\n{accounts}sinks:\n  hooks: {{type: webhook, url: '{hook.url}'}}\n"
+        "rules: [rules.yaml]\nbacklog: notify\n"
+    )
+    (setup.tmp / "rules.yaml").write_text(
+        "- name: all\n  when: {kind: email}\n  notify: [{sink: hooks, title: '{{ item.subject }}', message: x}]\n"
+    )
+    (setup.tmp / "templates").mkdir()
+    loaded = load(setup.tmp / "inboxbot.yaml")
+    try:
+        async with running(loaded, setup.tmp / "state.db") as pipe:
+            await asyncio.gather(*(pipe.poll(feed) for feed in loaded.feeds()))
+            planned = [
+                (feed.split("/")[0], item)
+                for feed, item in pipe.store.db.execute(
+                    "SELECT feed, item_id FROM steps WHERE kind='deliver' ORDER BY seq"
+                )
+            ]
+            await pipe.flush()
+    finally:
+        await hook.stop()
+    assert hook.duplicates() == 0 and len(hook.received) == 72
+    for account in {a for a, _ in planned}:
+        arrived = [b["item_id"] for b in hook.received if b["account"] == account]
+        assert arrived == [item for a, item in planned if a == account]
+    assert 1 < hook.most <= IN_FLIGHT

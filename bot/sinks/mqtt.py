@@ -45,13 +45,10 @@ import ssl
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, FilePath, SecretStr, field_validator
 
 from bot import __version__
@@ -59,6 +56,9 @@ from bot.config import Duration, SinkConfig
 from bot.errors import AuthError, RemoteError, TransientError
 from bot.logs import fields
 from bot.sinks.base import FeedState, File, Notification, Sink
+
+if TYPE_CHECKING:  # aiomqtt and paho are imported when a configured MQTT sink connects
+    import aiomqtt
 
 log = logging.getLogger("inboxbot.sinks.mqtt")
 
@@ -211,6 +211,8 @@ class MqttSink(Sink):
                 return  # the link dropped: the next connection announces again
 
     def _new_client(self) -> aiomqtt.Client:
+        import aiomqtt
+
         c = self.cfg
         return aiomqtt.Client(
             self.host,
@@ -226,6 +228,9 @@ class MqttSink(Sink):
     def _classify(self, err: Exception, dropped: bool) -> RemoteError:
         if dropped:
             return TransientError(f"connection to the broker lost: {err}", service=self.name)
+        from aiomqtt.exceptions import MqttConnectError
+        from paho.mqtt.reasoncodes import ReasonCode
+
         rc = getattr(err, "rc", None)
         code = rc.value if isinstance(rc, ReasonCode) else rc
         if isinstance(err, MqttConnectError) and code in AUTH_REFUSED:
@@ -273,6 +278,8 @@ class MqttSink(Sink):
 
     async def _publish(self, topic: str, payload: str, *, retain: bool) -> None:
         """Publish and wait for the broker's acknowledgement, or for the link to drop."""
+        import aiomqtt
+
         client, lost = self._client, self._lost
         if client is None:
             raise self._unavailable()

@@ -39,8 +39,6 @@ from email.utils import format_datetime, parseaddr
 from typing import Annotated, Any, Literal, Self
 
 import aiohttp
-import aiosmtplib
-import nh3
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -59,6 +57,8 @@ from bot.logs import fields
 from bot.markup import escape_html, line_breaks
 from bot.sinks.base import File, Notification, Sink
 from bot.text import html_to_text
+
+# aiosmtplib and nh3 are imported at a configured SMTP sink's first mail, not at start.
 
 log = logging.getLogger("inboxbot.sinks.smtp")
 
@@ -156,6 +156,8 @@ class SmtpSink(Sink):
         return int(self.smtp.max_attachment_size)
 
     async def send(self, notification: Notification, files: Sequence[File] = ()) -> None:
+        import aiosmtplib
+
         message = self.build(notification, files)
         c = self.smtp
         try:
@@ -220,6 +222,8 @@ class SmtpSink(Sink):
         return f"Not attached (limit {_size(self.max_file_size)}): {', '.join(left_out)}"
 
     def _html(self, n: Notification, note: str) -> str:
+        import nh3
+
         parts = [line_breaks(n.message)]
         if n.url:
             url = escape_html(n.url)
@@ -241,6 +245,8 @@ class SmtpSink(Sink):
 
 
 def _classify(err: BaseException) -> tuple[type[RemoteError], str, int | None]:
+    import aiosmtplib
+
     cert = _cause(err, ssl.SSLCertVerificationError)
     if isinstance(cert, ssl.SSLCertVerificationError):
         reason = cert.verify_message or "not trusted"
