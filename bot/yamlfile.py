@@ -56,10 +56,22 @@ def load_yaml(path: Path, *, expand: bool = True) -> YamlDoc:
     try:
         doc.data = _Builder(doc, expand, path.parent, yaml.parse(text, Loader=_LOADER)).document()
     except yaml.MarkedYAMLError as err:
+        err = _pure_error(text) or err
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(f"YAML syntax error: {err.problem or err}", shown, line) from None
     return doc
+
+
+def _pure_error(text: str) -> yaml.MarkedYAMLError | None:
+    """The pure-Python parser's error for ``text``: the same place as libyaml's, in the
+    words PyYAML's documentation and users know (only read when a file is broken)."""
+    try:
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.MarkedYAMLError as err:
+        return err
+    return None
 
 
 class _Builder:
