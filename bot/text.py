@@ -9,6 +9,7 @@ from typing import Any
 
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""")
 _TRAILING = ".,;:!?"
+_URL_ENTITY = re.compile(r"&(#|colon;|sol;|period;)")
 
 
 @cache
@@ -51,7 +52,19 @@ def find_links(text: str | None = None, html: str | None = None) -> tuple[str, .
         parser.feed(html)
         parser.close()
         candidates += [h.strip() for h in parser.hrefs if _URL.match(h.strip())]
-        candidates += [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(html_to_text(html))]
+        if not _found_already(html, candidates):
+            candidates += [m.group(0).rstrip(_TRAILING) for m in _URL.finditer(html_to_text(html))]
     for url in candidates:
         found.setdefault(url, None)
     return tuple(found)
+
+
+def _found_already(html: str, candidates: list[str]) -> bool:
+    """Whether every URL in ``html``'s source is among ``candidates``: then its text holds
+    no other (a URL of the text is in the source, unless entities or tags split it, and
+    then the source's piece of it is not a candidate), so the HTML need not be converted
+    (inscriptis: most of a detail's CPU)."""
+    if _URL_ENTITY.search(html):  # https&#58;//… is a URL of the text only
+        return False
+    known = set(candidates)
+    return all(m.group(0).rstrip(_TRAILING) in known for m in _URL.finditer(html))

@@ -61,7 +61,7 @@ def load_yaml(path: Path, *, expand: bool = True, named: Naming | None = None) -
     try:
         doc.data = builder.document()
     except yaml.MarkedYAMLError as err:
-        raise _syntax_error(err, text, shown) from None
+        raise _syntax_error(_pure_error(text) or err, text, shown) from None
     errors = named(doc, builder.errors) if named and builder.errors else builder.errors
     if len(errors) == 1:
         raise errors[0]
@@ -87,6 +87,17 @@ def _syntax_error(err: yaml.MarkedYAMLError, text: str, shown: str) -> ConfigErr
     elif problem.startswith(_INDENT_PROBLEMS):
         problem += "; check the indentation"
     return ConfigError(f"YAML syntax error: {problem}", shown, line)
+
+
+def _pure_error(text: str) -> yaml.MarkedYAMLError | None:
+    """The pure-Python parser's error for ``text``: the same place as libyaml's, in the
+    words PyYAML's documentation and users know (only read when a file is broken)."""
+    try:
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.MarkedYAMLError as err:
+        return err
+    return None
 
 
 class _Builder:

@@ -239,7 +239,7 @@ CASES = [
     bad("yaml", "unquoted-template", R, 'message: "{{ item.subject }}"\n      priority', "message: {{ item.subject }}\n      priority", 10,
         'rule \'verification-code\': YAML reads an unquoted {{ … }} as a mapping; quote it: "{{ … }}"'),
     bad("yaml", "unquoted-colon", R, 'title: "Code {{ code }}"', "title: Code: {{ code }}", 9,
-        "YAML syntax error: mapping values are not allowed", "check the indentation, or quote a value that holds ': '",
+        "YAML syntax error: mapping values are not allowed here; check the indentation, or quote a value that holds ': '",
         named=False),
     bad("yaml", "extraction-named-item", R, "    code: {from", "    item: {from", 6,
         "rule 'verification-code' extract.item: 'item' is a name templates already have"),
