@@ -44,7 +44,7 @@ from bot.store import CANCELLED, DONE, FAILED, NewStep, StepRecord, Store
 log = logging.getLogger("inboxbot.pipeline")
 
 BACKOFF_BASE = 5.0
-BACKOFF_CAP = 3600.0
+BACKOFF_CAP = 30.0  # a target that comes back gets its queue within 30 s, whatever the outage
 AUTH_RETRY_CAP = 120.0  # refused credentials: tried again within 2 min, in case they were fixed
 FEED_REST_CAP = 1800.0  # a failing feed is polled at least every 30 min
 BROKEN_FEED_REST = 900.0  # refused credentials, a vanished mailbox: from 15 min up to 6 h
