@@ -203,7 +203,7 @@ async def _serve_sim(args: argparse.Namespace) -> None:
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.by_account: dict[str, list[SimMessage]] = {}
-            self.counts = dict.fromkeys(("list", "detail", "other", "refused"), 0)
+            self.bench = dict.fromkeys(("list", "detail", "other", "refused"), 0)
             self.by_second: Counter[int] = Counter()  # list requests per wall second
 
         def add_message(self, account: SimAccount | str, **kwargs: Any) -> str:
@@ -235,7 +235,7 @@ async def _serve_sim(args: argparse.Namespace) -> None:
                 kind = "detail"
             else:
                 kind = "other"
-            self.counts[kind] += 1
+            self.bench[kind] += 1
             if kind == "list":
                 self.by_second[int(time.monotonic())] += 1
             self.requests.clear()  # the base class logs every request; nobody reads it here
@@ -244,10 +244,10 @@ async def _serve_sim(args: argparse.Namespace) -> None:
         async def _counts(self, _: web.Request) -> web.Response:
             seconds = sorted(self.by_second)[1:-1]  # whole seconds only
             busiest = max((self.by_second[s] for s in seconds), default=0)
-            return web.json_response({**self.counts, "busiest_second": busiest})
+            return web.json_response({**self.bench, "busiest_second": busiest})
 
         async def _reset_counts(self, _: web.Request) -> web.Response:
-            self.counts = dict.fromkeys(self.counts, 0)
+            self.bench = dict.fromkeys(self.bench, 0)
             self.by_second.clear()
             return web.json_response({})
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -80,6 +80,19 @@ class Compiled:
             fields is not None and not fields & unknown and not predicate(context)
             for _, predicate, fields in self.parts
         )
+
+
+def _all(tests: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """Whether every test holds (one test: itself, as matching is the hot path)."""
+    if len(tests) == 1:
+        return tests[0]
+    return lambda x: all(t(x) for t in tests)
+
+
+def _any(tests: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    if len(tests) == 1:
+        return tests[0]
+    return lambda x: any(t(x) for t in tests)
 
 
 def _read(context: Context, key: str) -> Any:
@@ -146,8 +159,7 @@ class WhenCompiler:
         ]
         preds = [p.predicate for p in parts]
         named = tuple((key, p.predicate, p.fields) for key, p in zip(spec, parts, strict=True))
-        fields = union_fields(p.fields for p in parts)
-        return Compiled(lambda f: all(p(f) for p in preds), fields, named)
+        return Compiled(_all(preds), union_fields(p.fields for p in parts), named)
 
     def _kept(self, failed: T, compile: Callable[..., T], *args: Any) -> T:
         """``compile(*args)``; an error is kept, and ``failed`` stands in for the part."""
@@ -177,15 +189,17 @@ class WhenCompiler:
         if top == "raw" and not key[4:]:
             raise self.error(path, "raw takes the upstream's key after a dot: raw.<key>")
         test = self._value_test(key, value, path)
-        return Compiled(lambda f: test(_read(f, key)), frozenset({top}))
+        if top == "raw":
+            return Compiled(lambda f: test(_read(f, key)), frozenset({top}))
+        return Compiled(lambda f: test(f["item"].get(key)), frozenset({top}))
 
     def _combine(self, key: str, value: Any, path: Path_) -> Compiled:
         if not isinstance(value, list) or not value:
             raise self.error(path, f"{key} takes a non-empty list of conditions")
         parts = [self.compile(v, (*path, i)) for i, v in enumerate(value)]
         preds = [p.predicate for p in parts]
-        join = any if key == "any" else all
-        return Compiled(lambda f: join(p(f) for p in preds), union_fields(p.fields for p in parts))
+        join = _any(preds) if key == "any" else _all(preds)
+        return Compiled(join, union_fields(p.fields for p in parts))
 
     def _value_test(self, key: str, value: Any, path: Path_) -> Callable[[Any], bool]:
         if value == []:
@@ -196,13 +210,13 @@ class WhenCompiler:
             options = [
                 self._kept(_FAILED, self._equals, key, v, (*path, i)) for i, v in enumerate(value)
             ]
-            return lambda x: any(t(x) for t in options)
+            return _any(options)
         if isinstance(value, dict):
             tests = [
                 self._kept(_FAILED, self._operator, key, op, arg, (*path, op))
                 for op, arg in value.items()
             ]
-            return lambda x: all(t(x) for t in tests)
+            return _all(tests)
         return self._equals(key, value, path)
 
     def _equals(self, key: str, expected: Any, path: Path_) -> Callable[[Any], bool]:
