@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot import __version__, outbox, tools
+from bot import __version__, outbox
 from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors, RenderError
@@ -170,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from bot import tools  # only here: the daemon never needs it (~1 MiB)
+
     try:
         if args.command == "explain":
             return asyncio.run(tools.explain(loaded, args.feed))
