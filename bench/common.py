@@ -80,15 +80,6 @@ def _spawn(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
 def mailtd_sim(accounts: int, messages: int, rate_limit: float = 100_000) -> Iterator[Sim]:
     """The simulator on a free loopback port, ``messages`` mails per account."""
@@ -105,7 +96,7 @@ def mailtd_sim(accounts: int, messages: int, rate_limit: float = 100_000) -> Ite
             found.append((address, token.removeprefix("token=")))
         yield Sim(head.split()[-1], found)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @dataclass
@@ -134,7 +125,7 @@ def hook_receiver() -> Iterator[Hook]:
         url, control = proc.stdout.readline().split()
         yield Hook(url, control)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def write_config(

@@ -28,6 +28,15 @@ MESSAGES = 5  # one list page; all of them seen at the first poll
 WARMUP = 3.0  # every feed polled at least once (the backlog marked seen) before measuring
 
 
+async def _window(sim: Sim, seconds: float) -> tuple[float, dict[str, int]]:
+    """After the warm-up, the CPU seconds and the simulator's counts of ``seconds``."""
+    await asyncio.sleep(WARMUP)
+    await asyncio.to_thread(sim.reset)
+    cpu = cpu_seconds()
+    await asyncio.sleep(seconds)
+    return cpu_seconds() - cpu, await asyncio.to_thread(sim.counts)
+
+
 async def inboxbot(sim: Sim, folder: Path, seconds: float) -> tuple[float, dict[str, int]]:
     """(CPU seconds, requests counted) of the daemon running ``seconds`` after a warm-up."""
     config = write_config(
@@ -38,12 +47,7 @@ async def inboxbot(sim: Sim, folder: Path, seconds: float) -> tuple[float, dict[
     async with resources(folder / "state.db") as res:
         daemon = Daemon(loaded, res)
         running = asyncio.create_task(daemon.run())
-        await asyncio.sleep(WARMUP)
-        await asyncio.to_thread(sim.reset)
-        cpu = cpu_seconds()
-        await asyncio.sleep(seconds)
-        cpu = cpu_seconds() - cpu
-        counts = await asyncio.to_thread(sim.counts)
+        cpu, counts = await _window(sim, seconds)
         daemon.stop()
         await running
     return cpu, counts
@@ -75,12 +79,7 @@ async def bare(sim: Sim, seconds: float) -> tuple[float, dict[str, int]]:
             asyncio.create_task(_inbox(session, url, token, now + i / n, now + WARMUP + seconds))
             for i, (url, token) in enumerate(urls)
         ]
-        await asyncio.sleep(WARMUP)
-        await asyncio.to_thread(sim.reset)
-        cpu = cpu_seconds()
-        await asyncio.sleep(seconds)
-        cpu = cpu_seconds() - cpu
-        counts = await asyncio.to_thread(sim.counts)
+        cpu, counts = await _window(sim, seconds)
         await asyncio.gather(*tasks)
     return cpu, counts
 
