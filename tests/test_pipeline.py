@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -452,3 +452,16 @@ def test_a_long_outage_does_not_push_the_next_try_past_half_a_minute() -> None:
     assert all(2.5 <= backoff(0, None) <= 5 for _ in range(100))
     assert all(15 <= backoff(n, None) <= 30 for n in range(3, 200) for _ in range(5))
     assert backoff(50, 120.0) == 120.0
+
+
+async def test_mail_of_one_second_is_notified_in_the_order_the_list_gives(setup: Setup) -> None:
+    # Mail.td lists newest first; within one second its order is the only order there is:
+    # the oldest-first notifications are that list read backwards, over two pages
+    second = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    for i in range(40):
+        mail(setup, f"same second {i}", created_at=second)
+    listed = [m.id for m in setup.sim._visible(setup.account)]
+    rules = "- name: all\n  when: {kind: email}\n  notify: [{sink: hooks, title: x, message: x}]\n"
+    async with setup.pipeline(rules) as pipe:
+        assert await cycle(pipe) == 40
+    assert [b["item_id"] for b in setup.hook.received] == listed[::-1]
