@@ -47,14 +47,15 @@ COMMANDS = {
     "run": "run the daemon until SIGTERM/SIGINT",
     "once": "poll every feed once, deliver, act, then exit (exit 1 if a feed failed)",
     "check": "validate configuration, rules and templates (exit 2 with file:line: message)",
-    "demo": "run the daemon against the built-in simulators; no account needed",
+    "demo": "run the daemon against the built-in simulators; no account needed (a temporary "
+    "state, unless --state names one)",
     "healthcheck": "exit 0 when the running daemon's /healthz answers ok (for containers)",
     "explain": "poll the feeds, show which rules would fire on each item and why; acts on nothing",
     "render": "render a template (a name, or a .j2 file) for an item given as JSON",
     "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…})",
     "send-test": "send a test notification to one sink; print why it failed (exit 1) if it did",
-    "status": "each feed (last good poll, next poll, failing since and why), each sink (queued, "
-    "due, later, failed, last error), delayed actions; safe while the daemon runs",
+    "status": "whether a daemon runs on the state; each feed (last good poll, next poll, failing "
+    "since and why), each sink (queued, due, later, failed, last error), delayed actions",
     "outbox": "list the steps not done yet: rule, item, target, tries, next try, last error",
     "retry": "make steps due now, failed ones too; a running daemon sends them within seconds",
     "drop": "end steps on purpose (recorded as dropped; their rule's actions are cancelled)",

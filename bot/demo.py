@@ -58,7 +58,8 @@ async def run_demo(settings: Settings, duration: float | None) -> int:
             return 2
         print("demo: simulators on loopback; a new item every few seconds; Ctrl-C stops")
         with tempfile.TemporaryDirectory(prefix="inboxbot-demo-") as tmp:
-            async with resources(Path(tmp) / "state.db") as res:
+            # a temporary state, unless --state names one (to try `inboxbot status` on it)
+            async with resources(settings.state or Path(tmp) / "state.db") as res:
                 daemon = Daemon(
                     loaded, res, config_path=demo_config(), stop_timeout=settings.stop_timeout
                 )

@@ -37,3 +37,18 @@ def state_lock(state: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def holder(state: Path) -> str | None:
+    """The PID of the daemon holding the state's lock; None when none does."""
+    try:
+        fd = os.open(state.with_name(state.name + ".lock"), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it; ours goes with the close
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)

@@ -22,6 +22,7 @@ from typing import Any
 from bot.app import Loaded
 from bot.errors import InboxbotError
 from bot.health import Failing
+from bot.lock import holder
 from bot.store import DROPPED, FAILED, HELD, PENDING, StepView, Store, StoreError
 
 COMMANDS = ("status", "outbox", "retry", "drop")  # their help: bot.cli.COMMANDS
@@ -54,7 +55,7 @@ def main(args: argparse.Namespace, loaded: Loaded, state: Path) -> int:
             )
         store = Store(state)
         try:
-            run(args, loaded, store, time.time())
+            run(args, loaded, store, time.time(), holder(state))
         finally:
             store.close()
     except (OutboxError, StoreError) as err:
@@ -63,9 +64,12 @@ def main(args: argparse.Namespace, loaded: Loaded, state: Path) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, loaded: Loaded, store: Store, now: float) -> None:
+def run(
+    args: argparse.Namespace, loaded: Loaded, store: Store, now: float, daemon: str | None
+) -> None:
+    """``daemon``: the PID of the daemon working on this state, if one does."""
     if args.command == "status":
-        print(status(loaded, store, now))
+        print(status(loaded, store, now, daemon))
     elif args.command == "outbox":
         show(store.steps((FAILED,) if args.failed else UNFINISHED, args.sink), now, args.json)
     elif args.command == "retry":
@@ -188,9 +192,10 @@ def _short(text: str, size: int) -> str:
 # --- status ---------------------------------------------------------------------------
 
 
-def status(loaded: Loaded, store: Store, now: float) -> str:
+def status(loaded: Loaded, store: Store, now: float, daemon: str | None) -> str:
     failing, polled = store.failing(), store.polled()
-    lines = ["feeds:"]
+    running = f"running, PID {daemon}" if daemon else "not running: nothing is polled or sent"
+    lines = [f"daemon: {running}", "feeds:"]
     for feed in loaded.feeds():
         lines.append(f"  {feed.key}: " + _feed(failing.pop(feed.key, None), polled.get(feed.key),
                                               feed.every.total_seconds(), now))  # fmt: skip

@@ -66,7 +66,7 @@ async def test_drop_a_blocked_delivery_and_the_queue_moves_on(setup: Setup, daem
     assert step["kind"] == "deliver" and step["target"] == "hooks" and step["rule"] == "new-mail"
     assert "HTTP 503" in step["last_error"] and step["status"] == "pending"
     code, status, _ = await inboxbot(daemon.config, "status")
-    assert code == 0
+    assert code == 0 and f"daemon: running, PID {daemon.proc.pid}" in status, status
     assert "inbox/messages: ok, last good poll" in status
     assert "hooks: 2 queued (1 due now, 1 later, next in 60m), 0 failed" in status
     assert "FAILING since" in status and "HTTP 503" in status  # the sink itself
@@ -141,6 +141,10 @@ async def test_status_shows_a_failing_feed_and_when_it_is_polled_again(
 
     status = await eventually(failing, "recorded the failing feed")
     assert "HTTP 401" in status and "next poll in 15m; never polled successfully" in status
+    daemon.proc.terminate()
+    await daemon.proc.wait()
+    status = (await inboxbot(daemon.config, "status"))[1]
+    assert "daemon: not running: nothing is polled or sent" in status, status
 
 
 async def test_step_ids_unknown_ambiguous_or_malformed(setup: Setup) -> None:
