@@ -200,8 +200,20 @@ class Prover:
             )
             ctx["item"]["raw"] = lenient(sample.raw)
             err = attempt(target, ctx)
-            self._rendered[key] = (err.filename, err.line, describe(err)) if err else None
+            self._rendered[key] = (
+                (err.filename, err.line, describe(err) + _on(sample, err)) if err else None
+            )
         return self._rendered[key]
+
+
+def _on(sample: Item, err: RenderFailure) -> str:
+    """Which sample a value error came from, and what that upstream leaves empty."""
+    if isinstance(err.cause, TemplateError):
+        return ""
+    empty = [f for f in ("html", "unread", "url") if getattr(sample, f) is None]
+    empty += [] if sample.attachments else ["attachments"]
+    never = f"; it never has {', '.join(empty)}: guard with {{% if … %}}" if empty else ""
+    return f" (on a {sample.upstream} {sample.kind}{never})"
 
 
 def _static(ref: Reference, names: set[str]) -> _Failure | None:

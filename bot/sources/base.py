@@ -106,6 +106,9 @@ class Source(ABC):
     # --- samples, that `check` renders every template on -----------------------------
 
     sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # kind → a record as listed
+    # kind → the fields this upstream never fills for it, with the value a real item has
+    # (``html: None`` for a chat message): a template reading them unguarded fails at check
+    sample_blank: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
     def samples(cls, account: str) -> dict[str, Item]:
@@ -116,7 +119,8 @@ class Source(ABC):
         return {
             kind: replace(SAMPLE, account=account, feed=feed, kind=cast(Kind, kind),
                           created_at=created, raw=raws.get(kind, {}), upstream=upstream,
-                          sender="alice@example.org" if kind == "email" else "alice")
+                          sender="alice@example.org" if kind == "email" else "alice",
+                          **cls.sample_blank.get(kind, {}))
             for feed, kind in cls.feed_kinds.items()
         }  # fmt: skip
 

@@ -315,6 +315,10 @@ class E621Source(Source):
 
     # --- a sample record, that `check` renders templates on ---------------------------
 
+    sample_blank: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "dmail": {"html": None, "attachments": ()},
+        "comment": {"html": None, "attachments": (), "unread": None, "recipient": ""},
+    }
     sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "dmail": {
             "id": 1800001, "owner_id": 100001, "from_id": 100002, "to_id": 100001,

@@ -335,6 +335,7 @@ class RocketChatSource(Source):
 
     # --- a sample record, that `check` renders templates on ---------------------------
 
+    sample_blank: ClassVar[Mapping[str, Mapping[str, Any]]] = {"chat": {"html": None}}
     sample_raw: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "chat": {
             "_id": "m1", "rid": "r1", "msg": "Your code 123456", "ts": "2024-05-01T12:00:00.000Z",
