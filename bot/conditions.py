@@ -102,6 +102,17 @@ def _read(context: Context, key: str) -> Any:
     return value
 
 
+def _each_text(test: Callable[[str], bool]) -> Callable[[Any], bool]:
+    """``test`` on a text field's value, or on any of a list field's texts."""
+
+    def run(value: Any) -> bool:
+        if isinstance(value, str):
+            return test(value)
+        return any(test(t) for t in _texts(value))
+
+    return run
+
+
 def _texts(value: Any) -> list[str]:
     if value is None:
         return []
@@ -281,10 +292,10 @@ class WhenCompiler:
                 pattern = re.compile(str(arg))
             except re.error as err:
                 raise self.error(path, f"bad regex {arg!r}: {err}") from None
-            return lambda x: any(pattern.search(t) for t in _texts(x))
+            return _each_text(lambda t: pattern.search(t) is not None)
         needle = str(arg).casefold()
         method = {"contains": str.__contains__, "startswith": str.startswith}.get(op, str.endswith)
-        return lambda x: any(method(t.casefold(), needle) for t in _texts(x))
+        return _each_text(lambda t: method(t.casefold(), needle))
 
     def _operand(self, key: str, arg: Any, path: Path_) -> Any:
         try:
