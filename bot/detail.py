@@ -55,7 +55,7 @@ class Detail:
         return _WITH_RAW if self._raw_missing(summary) else DETAIL_FIELDS
 
     def _raw_missing(self, summary: Mapping[str, Any]) -> bool:
-        return any(key is None or key not in summary for _, key in self.raw)
+        return bool(self.raw) and any(key is None or key not in summary for _, key in self.raw)
 
 
 @dataclass
