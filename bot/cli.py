@@ -45,7 +45,8 @@ SIGHUP reloads the configuration; SIGTERM stops within 10 s.
 
 COMMANDS = {
     "run": "run the daemon until SIGTERM/SIGINT",
-    "once": "poll every feed once, deliver, act, then exit (exit 1 if a feed failed)",
+    "once": "poll every feed once, deliver and act while retries fall due within --grace, then "
+    "exit: 1 if a feed failed or notifications are left queued or failed",
     "check": "validate configuration, rules and templates (exit 2 with file:line: message)",
     "demo": "run the daemon against the built-in simulators; no account needed (a temporary "
     "state, unless --state names one)",
