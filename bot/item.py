@@ -49,7 +49,7 @@ class Item:
     attachments: tuple[Attachment, ...] = ()
     links: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    upstream: str = ""  # the account's type (mailtd, e621, …), set by the pipeline
+    upstream: str = ""  # the account's type (mailtd, e621, …), set by its source
     # False while the detail fields above are not fetched yet (see Source.complete).
     complete: bool = True
 

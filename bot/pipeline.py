@@ -135,7 +135,7 @@ class Pipeline:
         metrics.polls.inc()
         started = _time.perf_counter()
         try:
-            result = await source.listing(
+            result = await source.poll(
                 feed.name, cursor, lambda ids: self.store.known(feed.key, ids)
             )
         except RemoteError as err:

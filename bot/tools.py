@@ -48,7 +48,7 @@ async def explain(loaded: Loaded, only: str | None) -> int:
 async def _explain_feed(pipeline: Pipeline, feed: Feed) -> bool:
     source = pipeline.sources[feed.account]
     try:
-        result = await source.listing(feed.name, None)
+        result = await source.poll(feed.name, None)
     except RemoteError as err:
         print(f"{feed.key}: poll failed: {err}")
         return False

@@ -23,13 +23,13 @@ from bot.sim.e621 import E621Sim, SimUser
 from bot.sim.minutemail import MinuteMailSim
 from bot.sim.rocketchat import RocketChatSim
 from bot.sim.webhook import HookReceiver
-from bot.sources import Feed
+from bot.sources import SOURCES, Feed
 from tests.conftest import Setup
 from tests.sim.shared import TickingClock
 
 RULES = """\
 - name: every-item
-  notify: [{sink: hooks, title: "{{ item.subject }}", message: "{{ item.sender }}"}]
+  notify: [{sink: hooks, title: "{{ item.upstream }}|{{ item.subject }}", message: "{{ item.sender }}"}]
 """
 
 
@@ -55,6 +55,8 @@ async def outage(pipe: Pipeline, sim: SimServer, *feeds: Feed) -> None:
 
 
 def delivered(hook: HookReceiver) -> list[str]:
+    """The ids delivered, each item marked as its upstream's (what `upstream:` matches)."""
+    assert all(b["title"].split("|")[0] in SOURCES for b in hook.received), hook.received
     return [str(b["item_id"]) for b in hook.received]
 
 

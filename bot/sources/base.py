@@ -85,14 +85,6 @@ class Source(ABC):
         (larger ones are left out); upstreams without attachments have none."""
         return []
 
-    async def listing(
-        self, feed: str, cursor: str | None, known: Known = nothing_known
-    ) -> PollResult:
-        """``poll``, with each item marked as this upstream's (the rules' ``upstream:``)."""
-        result = await self.poll(feed, cursor, known)
-        items = [replace(item, upstream=self.type_name) for item in result.items]
-        return PollResult(items, result.cursor)
-
     async def complete(self, item: Item) -> Item:
         """The item with its detail fields fetched; sources whose list is complete keep this."""
         return item

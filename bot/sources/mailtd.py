@@ -121,6 +121,7 @@ class MailTdSource(Source):
                 account=self.name,
                 feed="messages",
                 kind="email",
+                upstream="mailtd",
                 id=str(m["id"]),
                 created_at=created,
                 sender=str(m.get("from") or m.get("sender") or ""),

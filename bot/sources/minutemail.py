@@ -254,6 +254,7 @@ def normalize(m: Mapping[str, Any], *, account: str, recipient: str = "") -> Ite
         account=account,
         feed="mails",
         kind="email",
+        upstream="minutemail",
         id=str(m["id"]),
         created_at=parse_time(str(m["receivedAt"])),
         sender=str(m.get("sender") or ""),

@@ -234,6 +234,7 @@ class RocketChatSource(Source):
             account=self.name,
             feed="dms",
             kind="chat",
+            upstream="rocketchat",
             id=mid,
             created_at=created,
             sender=str(m["u"]["username"]),
