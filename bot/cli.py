@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot import __version__, outbox
+from bot import __version__, mutes, outbox
 from bot.app import Loaded, load, resources, running
 from bot.daemon import Daemon, once
 from bot.errors import ConfigError, ConfigErrors, RenderError
@@ -60,6 +60,11 @@ COMMANDS = {
     "outbox": "list the steps not done yet: rule, item, target, tries, next try, last error",
     "retry": "make steps due now, failed ones too; a running daemon sends them within seconds",
     "drop": "end steps on purpose (recorded as dropped; their rule's actions are cancelled)",
+    "mute": "silence notifications (--rule, --sink, --account, --match FIELD=VALUE) --for 2h, "
+    "--until TIME or --forever; recorded as muted, or with --defer held and sent as one "
+    "digest at the end",
+    "mutes": "list the mutes in force",
+    "unmute": "end a mute now (what it deferred is sent)",
 }
 
 
@@ -111,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "send-test":
             sub.add_argument("sink", help="the sink's name in the configuration")
         outbox.add_arguments(name, sub)
+        mutes.add_arguments(name, sub)
     return p
 
 
@@ -156,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return helper_command(args, loaded)
     if args.command in outbox.COMMANDS:
         return outbox.main(args, loaded, settings.state_path(loaded.config.state_file()))
+    if args.command in mutes.COMMANDS:
+        return mutes.main(args, loaded, settings.state_path(loaded.config.state_file()))
     scrubber = Scrubber(secret_values(loaded.config))
     init_sentry(settings.sentry_dsn, settings.environment, scrubber)
     try:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError, ConfigErrors
+from bot.windows import Quiet
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -98,7 +99,18 @@ def show_rate(rate: tuple[int, float]) -> str:
     return f"{count}/{unit}" if unit else f"{count}/{period:g}s"
 
 
+def parse_limit(value: Any) -> Any:
+    """``5/10min`` as a rate; ``0/1h`` is refused with why."""
+    if isinstance(value, str) and re.fullmatch(r"\s*0+\s*/.*", value):
+        raise ValueError(
+            f"{value!r} lets nothing through: a limit sends the first N and holds the rest "
+            "for one digest; write at least 1/… (to hold everything use quiet hours or a mute)"
+        )
+    return parse_rate(value)
+
+
 Rate = Annotated[tuple[int, float], BeforeValidator(parse_rate)]
+Limit = Annotated[tuple[int, float], BeforeValidator(parse_limit)]
 AccountRate = Annotated[tuple[int, float], BeforeValidator(parse_account_rate)]
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -226,6 +238,8 @@ class SinkConfig(Section):
     format: Literal["text", "markdown", "html"] | None = None
     rate: Rate | None = None
     timeout: Duration = timedelta(seconds=15)
+    quiet: Quiet | None = None  # hours when what it would send waits (bot.windows)
+    limit: Limit | None = None  # at most N a period; the rest of the period in one digest
 
 
 class Config(Section):

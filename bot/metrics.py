@@ -109,6 +109,12 @@ class Metrics:
         self.actions = Counter(
             "inboxbot_actions", "Actions, by outcome", ("action", "outcome"), registry=r
         )
+        self.noise = Counter(
+            "inboxbot_noise_control",
+            "Notifications noise control held (quiet hours), grouped, muted or limited",
+            ("sink", "what"),
+            registry=r,
+        )
         self.outbox_depth = Gauge("inboxbot_outbox_depth", "Pending steps", registry=r)
         self.outbox_oldest = Gauge(
             "inboxbot_outbox_oldest_age_seconds", "Age of the oldest pending step", registry=r

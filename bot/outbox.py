@@ -22,8 +22,19 @@ from typing import Any
 from bot.app import Loaded
 from bot.errors import InboxbotError
 from bot.health import Failing
+from bot.held import Held, Mute
 from bot.lock import holder
-from bot.store import DROPPED, FAILED, HELD, PENDING, StepView, Store, StoreError
+from bot.store import (
+    DROPPED,
+    FAILED,
+    FORCED,
+    HELD,
+    MUTED,
+    PENDING,
+    StepView,
+    Store,
+    StoreError,
+)
 
 COMMANDS = ("status", "outbox", "retry", "drop")  # their help: bot.cli.COMMANDS
 UNFINISHED = (PENDING, HELD, FAILED)
@@ -71,7 +82,8 @@ def run(
     if args.command == "status":
         print(status(loaded, store, now, daemon))
     elif args.command == "outbox":
-        show(store.steps((FAILED,) if args.failed else UNFINISHED, args.sink), now, args.json)
+        listed = (FAILED,) if args.failed else (*UNFINISHED, MUTED)
+        show(store.steps(listed, args.sink), now, args.json)
     elif args.command == "retry":
         print(retry(loaded, store, args.steps, args.sink, now))
     else:
@@ -138,10 +150,12 @@ def show(steps: Sequence[StepView], now: float, as_json: bool) -> None:
     if not steps:
         print("the outbox is empty")
         return
-    rows = [("STEP", "STATUS", "RULE", "ITEM", "TARGET", "TRIES", "NEXT TRY", "LAST ERROR")]
+    notes = waiting(steps, now)
+    rows = [("STEP", "STATUS", "RULE", "ITEM", "TARGET", "TRIES", "NEXT TRY", "NOTE")]
     rows += [
-        (s.id[:12], s.status, s.rule, f"{s.feed}/{s.item_id}", _target(s), str(s.attempts),
-         next_try(s, now), _short(s.last_error or "", 70))
+        (s.id[:12], notes[s.id].split(":")[0] if s.id in notes else s.status, s.rule,
+         f"{s.feed}/{s.item_id}", _target(s), str(s.attempts), next_try(s, now),
+         _short(notes.get(s.id) or s.last_error or "", 90))
         for s in steps
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -156,7 +170,34 @@ def step_json(s: StepView) -> dict[str, Any]:
         "feed": s.feed, "item_id": s.item_id, "attempts": s.attempts,
         "next_try": _iso(s.due_at) if s.status == PENDING else None,
         "last_error": s.last_error, "created_at": _iso(s.created_at),
+        "held": s.reason if s.reason != FORCED else None,
     }  # fmt: skip
+
+
+def waiting(steps: Sequence[StepView], now: float) -> dict[str, str]:
+    """Why each held, grouped or muted step waits (or was not sent), by step id:
+    ``held: quiet hours until 07:00 Europe/Berlin``, ``grouped: 12 items, sends at 10:42``,
+    ``muted by 3 (until 18:00): "on holiday"``."""
+    sizes = Counter((s.batch or "", s.due_at) for s in steps if s.status == PENDING and s.batch)
+    notes = {}
+    for s in steps:
+        if s.status == MUTED:
+            notes[s.id] = s.reason or "muted"
+        elif s.status != PENDING or not s.reason or s.reason == FORCED or s.due_at <= now:
+            continue
+        elif s.reason == "grouped":
+            n = sizes[s.batch or "", s.due_at]
+            notes[s.id] = f"grouped: {n} item{'s' * (n != 1)}, sends at {_clock(s.due_at, now)}"
+        elif s.reason.startswith("muted"):
+            notes[s.id] = s.reason
+        else:
+            notes[s.id] = f"held: {s.reason}"
+    return notes
+
+
+def _clock(at: float, now: float) -> str:
+    moment = datetime.fromtimestamp(at).astimezone()
+    return f"{moment:%H:%M}" if at - now < 86400 else f"{moment:%Y-%m-%d %H:%M}"
 
 
 def next_try(s: StepView, now: float) -> str:
@@ -164,6 +205,8 @@ def next_try(s: StepView, now: float) -> str:
         return "never (retry)"
     if s.status == HELD:
         return "after planning"
+    if s.status == MUTED:
+        return "never (muted)"
     return "now" if s.due_at <= now else f"in {span(s.due_at - now)}"
 
 
@@ -199,12 +242,13 @@ def status(loaded: Loaded, store: Store, now: float, daemon: str | None) -> str:
     for feed in loaded.feeds():
         lines.append(f"  {feed.key}: " + _feed(failing.pop(feed.key, None), polled.get(feed.key),
                                               feed.every.total_seconds(), now))  # fmt: skip
-    steps = store.steps(UNFINISHED)
+    steps = store.steps((*UNFINISHED, MUTED))
     lines.append("sinks:")
     for name in loaded.config.sinks:
         queue = [s for s in steps if s.kind == "deliver" and s.target == name]
         lines.append(f"  {name}: " + _sink(failing.pop(f"sink {name}", None), queue, now))
     lines.append("delayed actions: " + _delayed([s for s in steps if s.kind == "act"], now))
+    lines.append("mutes: " + _mutes(Held(store).active_mutes(now), steps, now))
     lines += [f"also failing: {key} since {_ago(f.since, now)}: {f.reason}"
               for key, f in sorted(failing.items())]  # fmt: skip
     return "\n".join(lines)
@@ -223,13 +267,17 @@ def _due(at: float, now: float) -> str:
 
 
 def _sink(failing: Failing | None, queue: Sequence[StepView], now: float) -> str:
-    pending = [s for s in queue if s.status == PENDING]
+    notes = waiting(queue, now)
+    pending = [s for s in queue if s.status == PENDING and s.id not in notes]
     due = sum(s.due_at <= now for s in pending)
     later = [s.due_at for s in pending if s.due_at > now]
     failed = sum(s.status == FAILED for s in queue)
     text = f"{len(pending)} queued ({due} due now, {len(later)} later"
     text += f", next in {span(min(later) - now)})" if later else ")"
     text += f", {failed} failed"
+    held = Counter(note for sid, note in notes.items() if not note.startswith("muted by"))
+    text += "".join(f"; {n} {note}" if not note.startswith("grouped") else f"; {note}"
+                    for note, n in held.items())  # fmt: skip
     errors = [s.last_error for s in queue if s.last_error]
     if failing is not None:
         refused = "credentials refused" if failing.auth else "failing"
@@ -246,6 +294,21 @@ def _delayed(actions: Sequence[StepView], now: float) -> str:
     counts = Counter(s.target for s in waiting)
     kinds = ", ".join(f"{action} ×{n}" for action, n in sorted(counts.items()))
     return f"{len(waiting)} waiting ({kinds}), next in {span(min(s.due_at for s in waiting) - now)}"
+
+
+def _mutes(mutes: Sequence[Mute], steps: Sequence[StepView], now: float) -> str:
+    if not mutes:
+        return "none"
+    counts = Counter((s.reason or "").split(" ")[2] for s in steps if s.status == MUTED or (
+        s.reason or "").startswith("muted by"))  # fmt: skip
+    return "; ".join(
+        f"{m.id} ({m.scope()}, {_mute_end(m, now)}): {counts.get(str(m.id), 0)} silenced so far"
+        for m in mutes
+    )
+
+
+def _mute_end(mute: Mute, now: float) -> str:
+    return f"until {_clock(mute.until, now)}" if mute.until else "until unmuted"
 
 
 def _ago(t: float | None, now: float) -> str:

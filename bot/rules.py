@@ -18,12 +18,13 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from bot.conditions import FIELDS, Compiled, Context, WhenCompiler, listing
-from bot.config import Model, parse_duration, validation_errors
+from bot.config import Duration, Limit, Model, parse_duration, validation_errors
 from bot.detail import Detail, DetailReads, when_raw_keys
 from bot.errors import ConfigError, ConfigErrors
 from bot.item import Item
 from bot.prove import Prover, targets
 from bot.render import InlineTemplate, NamedTemplate, Renderer
+from bot.windows import show_duration
 from bot.yamlfile import Path_, YamlDoc, dotted, load_yaml
 
 PRIORITIES = ("min", "low", "default", "high", "urgent")
@@ -40,6 +41,26 @@ def _listed(value: Any) -> Any:
     return [value] if isinstance(value, dict | str) else value
 
 
+class Group(Model):
+    """A notify's digest: the first item opens the group, ``wait`` later it goes out as one
+    notification; what arrives later goes out every ``interval``; ``max`` listed per message."""
+
+    by: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        default_factory=list
+    )
+    wait: Duration = timedelta(seconds=30)
+    interval: Duration = timedelta(minutes=10)
+    max: int = Field(25, ge=1, le=500)
+    template: str | None = None
+
+    def describe(self) -> str:
+        by = f" by {', '.join(self.by)}" if self.by else ""
+        return (
+            f"grouped{by}: first after {show_duration(self.wait)}, then every "
+            f"{show_duration(self.interval)}, {self.max} listed per message"
+        )
+
+
 class NotifySpec(Model):
     sink: str
     template: str | None = None
@@ -49,6 +70,7 @@ class NotifySpec(Model):
         Literal["min", "low", "default", "high", "urgent"], BeforeValidator(_priority)
     ] = "default"
     options: dict[str, Any] = Field(default_factory=dict)
+    group: Group | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> NotifySpec:
@@ -75,6 +97,8 @@ class RuleSpec(Model):
         default_factory=list
     )
     stop: bool = False
+    group: Group | None = None  # for each notify without its own
+    limit: Limit | None = None  # per sink: the first N a period, the rest in one digest
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,8 @@ class Notify:
     template: NamedTemplate | None = None
     title: InlineTemplate | None = None
     message: InlineTemplate | None = None
+    group: Group | None = None
+    digest: NamedTemplate | None = None  # the group's own digest template
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,7 @@ class Rule:
     stop: bool
     detail: Detail  # what of an item's detail it reads, and why
     accounts: frozenset[str]  # the accounts whose items this rule can see
+    limit: tuple[int, float] | None = None
 
     @property
     def needs_detail(self) -> bool:
@@ -313,8 +340,7 @@ class RuleLoader:
         notify = tuple(
             n
             for i, spec_n in enumerate(spec.notify)
-            if (n := _kept(errors, self._notify, doc, (*at, "notify", i), spec_n, spec.name))
-            is not None
+            if (n := _kept(errors, self._notify, doc, (*at, "notify", i), spec_n, spec)) is not None
         )
         then = tuple(
             a
@@ -337,6 +363,7 @@ class RuleLoader:
             spec.stop,
             detail,
             accounts,
+            spec.limit,
         )
         self._prove(doc, at, rule, spec.when)
         return rule
@@ -399,7 +426,8 @@ class RuleLoader:
         message = f"no configured account has {named} together; accounts: {accounts}"
         return doc.error(at, f"{dotted(at)}: {message}")
 
-    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule: str) -> Notify:
+    def _notify(self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule_spec: RuleSpec) -> Notify:
+        rule = rule_spec.name
         if spec.sink not in self.sinks:
             allowed = ", ".join(sorted(self.sinks)) or "none configured"
             raise doc.error(
@@ -408,16 +436,45 @@ class RuleLoader:
             )
         self._check_options(doc, at, spec)
         where = f"notify[{at[-1]}]"
+        group, digest = self._group(doc, at, spec, rule_spec)
         if spec.template:
             label, load = f"{where}.template {spec.template!r}", self.renderer.load
             template = self._template(doc, rule, label, (*at, "template"), load, spec.template)
-            return Notify(spec.sink, spec.priority, spec.options, template=template)
+            return Notify(
+                spec.sink, spec.priority, spec.options, template=template, group=group,
+                digest=digest,
+            )  # fmt: skip
         inline = self.renderer.inline
         title = self._template(doc, rule, f"{where}.title", (*at, "title"), inline, spec.title)
         message = self._template(
             doc, rule, f"{where}.message", (*at, "message"), inline, spec.message
         )
-        return Notify(spec.sink, spec.priority, spec.options, title=title, message=message)
+        return Notify(
+            spec.sink, spec.priority, spec.options, title=title, message=message, group=group,
+            digest=digest,
+        )  # fmt: skip
+
+    def _group(
+        self, doc: YamlDoc, at: Path_, spec: NotifySpec, rule: RuleSpec
+    ) -> tuple[Group | None, NamedTemplate | None]:
+        """The notify's group (its own, else its rule's), ``by`` checked, with the digest
+        template compiled."""
+        group = spec.group or rule.group
+        if group is None:
+            return None, None
+        where = (*at, "group") if spec.group else (at[0], "group")
+        names = (*FIELDS, *rule.extract)
+        for i, name in enumerate(group.by):
+            if name not in names:
+                path = (*where, "by", i)
+                raise doc.error(path, f"{dotted(path)}: unknown field {name!r}; allowed: "
+                                f"{', '.join(names)}")  # fmt: skip
+        if group.template is None:
+            return group, None
+        label = f"{dotted(where)}.template {group.template!r}"
+        path = (*where, "template")
+        return group, self._template(doc, rule.name, label, path, self.renderer.load,
+                                     group.template)  # fmt: skip
 
     def _template(
         self, doc: YamlDoc, rule: str, label: str, at: Path_, make: Callable[..., T],

@@ -44,10 +44,25 @@ MIGRATIONS = (
         key TEXT PRIMARY KEY, since REAL NOT NULL, reason TEXT NOT NULL,
         auth INTEGER NOT NULL, retry_at REAL);
     """,
+    # noise control: a held delivery waits in its batch (the digest it goes out in, known by
+    # the batch's key and first due time), with the reason shown; mutes; limits' windows
+    """
+    ALTER TABLE steps ADD COLUMN batch TEXT;
+    ALTER TABLE steps ADD COLUMN batch_at REAL;
+    ALTER TABLE steps ADD COLUMN reason TEXT;
+    CREATE INDEX steps_batch ON steps (batch, status);
+    CREATE TABLE mutes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, sink TEXT, account TEXT,
+        match TEXT NOT NULL, until REAL, comment TEXT NOT NULL, defer INTEGER NOT NULL,
+        created_at REAL NOT NULL);
+    CREATE TABLE limits (key TEXT PRIMARY KEY, since REAL NOT NULL, sent INTEGER NOT NULL);
+    """,
 )
 
 NEW, PLANNED, SKIPPED, DROPPED = "new", "planned", "skipped", "dropped"
 PENDING, DONE, FAILED, CANCELLED = "pending", "done", "failed", "cancelled"
+MUTED = "muted"  # a delivery a mute silenced: recorded, not sent (its reason says which)
+FORCED = "sent by hand"  # the reason of a step `inboxbot retry` sends past noise control
 # Actions wait as HELD until their poll's batch is planned: then the count per rule is
 # known, and a rule over ``max_actions_per_poll`` gets its actions REFUSED.
 HELD, REFUSED = "held", "refused"
@@ -65,6 +80,9 @@ class StepRecord:
     payload: dict[str, Any]
     attempts: int
     due_at: float
+    batch: str | None = None  # the digest a held delivery goes out in
+    batch_at: float | None = None  # when that digest was first due: with batch, its identity
+    reason: str | None = None  # why it waits (quiet hours, a group, a limit, a mute)
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,9 @@ class NewStep:
     payload: dict[str, Any]
     due_at: float
     error: str = ""  # a step that could not be rendered: stored as failed, with this
+    batch: str | None = None  # a grouped delivery's group (``batch_at`` and ``due_at`` its send)
+    batch_at: float | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,8 @@ class StepView:
     due_at: float
     last_error: str | None
     created_at: float
+    reason: str | None = None  # why a pending delivery waits (noise control), or was muted
+    batch: str | None = None
 
 
 class StoreError(InboxbotError):
@@ -264,12 +287,12 @@ class Store:
             )  # fmt: skip
             db.executemany(
                 "INSERT OR IGNORE INTO steps (id, feed, item_id, rule, kind, target, status, "
-                "payload, due_at, created_at, last_error, done_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "payload, due_at, created_at, last_error, done_at, batch, batch_at, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (s.id, feed, item.id, s.rule, s.kind, s.target, _initial(s),
                      json.dumps(s.payload), s.due_at, now, s.error or None,
-                     now if s.error else None)
+                     now if s.error else None, s.batch, s.batch_at, s.reason)
                     for item, steps, _ in plans for s in steps
                 ],
             )  # fmt: skip
@@ -309,13 +332,13 @@ class Store:
             " AND d.rule=s.rule AND d.kind='deliver' AND d.status!='done')"
         )  # fmt: skip
         rows = self.db.execute(
-            "SELECT seq, id, feed, item_id, rule, kind, target, payload, attempts, due_at "
-            f"FROM steps s WHERE status=? AND kind=?{ready} ORDER BY seq",
+            "SELECT seq, id, feed, item_id, rule, kind, target, payload, attempts, due_at, "
+            f"batch, batch_at, reason FROM steps s WHERE status=? AND kind=?{ready} ORDER BY seq",
             (PENDING, kind),
         )
         return [
-            StepRecord(seq, sid, feed, item_id, rule, kind_, target, json.loads(payload), n, due)
-            for seq, sid, feed, item_id, rule, kind_, target, payload, n, due in rows
+            StepRecord(seq, sid, feed, item, rule, kind_, target, json.loads(payload), *rest)
+            for seq, sid, feed, item, rule, kind_, target, payload, *rest in rows
         ]
 
     def finish_step(self, step_id: str, *, now: float, status: str = DONE, error: str = "") -> None:
@@ -414,7 +437,7 @@ class Store:
         where = f"status IN ({marks})" + (" AND kind='deliver' AND target=?" if sink else "")
         rows = self.db.execute(
             "SELECT id, status, kind, target, rule, feed, item_id, attempts, due_at, "
-            f"last_error, created_at FROM steps WHERE {where} ORDER BY seq",
+            f"last_error, created_at, reason, batch FROM steps WHERE {where} ORDER BY seq",
             (*statuses, *([sink] if sink else [])),
         )
         return [StepView(*row) for row in rows]
@@ -438,9 +461,11 @@ class Store:
                     (sid, FAILED, "deliver"),
                 ).fetchone()
                 changed += db.execute(
-                    "UPDATE steps SET status=?, due_at=min(due_at, ?), done_at=NULL "
+                    "UPDATE steps SET status=?, due_at=min(due_at, ?), done_at=NULL, "
+                    "batch_at=CASE WHEN batch IS NULL THEN NULL ELSE ? END, "
+                    "reason=CASE WHEN reason IS NULL THEN NULL ELSE ? END "
                     "WHERE id=? AND status IN (?, ?)",
-                    (PENDING, now, sid, PENDING, FAILED),
+                    (PENDING, now, now, FORCED, sid, PENDING, FAILED),
                 ).rowcount
                 if failed:  # cancel_actions left no error on the actions it cancelled
                     db.execute(

@@ -44,11 +44,16 @@ class Notification:
     item: Mapping[str, Any] = field(default_factory=dict)  # normalized fields, without raw
     extract: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    items: Sequence[Mapping[str, Any]] = ()  # a digest's notifications (kind "digest")
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("item", "extract", "options"):
             data[key] = dict(data[key])
+        if self.items:
+            data["items"] = [dict(i) for i in self.items]
+        else:
+            del data["items"]
         return data
 
 
