@@ -41,7 +41,7 @@ NEW_YORK = quiet(tz="America/New_York")
         (BERLIN, "2026-03-28T22:00:00+01:00", "2026-03-29T07:00:00+02:00"),
         (BERLIN, "2026-03-29T03:30:00+02:00", "2026-03-29T07:00:00+02:00"),
         (BERLIN, "2026-03-29T07:00:00+02:00", None),
-        (BERLIN, "2026-03-29T05:59:00+01:00", None),  # 06:59 winter time is 07:59 summer time
+        (BERLIN, "2026-03-29T06:00:00+01:00", None),  # the same instant as 07:00 summer time
         # the night of 2026-10-25: 03:00 back to 02:00; the night is an hour longer
         (BERLIN, "2026-10-24T22:00:00+02:00", "2026-10-25T07:00:00+01:00"),
         (BERLIN, "2026-10-25T02:30:00+01:00", "2026-10-25T07:00:00+01:00"),
