@@ -16,6 +16,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from bot.item import Item
 from bot.render import Fields, NamedTemplate
 from bot.sinks import Notification, Sink
 
@@ -83,6 +84,21 @@ def build(
         "digest", "", title, message, None, top_priority(payloads), {}, {}, options,
         items=tuple(_summary(p) for p in payloads),
     )  # fmt: skip
+
+
+def samples(items: Sequence[Item], extract: Sequence[str], rule: str, now: datetime) -> list[Any]:
+    """Three notifications as a digest of ``items`` (check's samples) would hold them."""
+    found = []
+    for n in range(3):
+        item = items[n % len(items)]
+        values = {k: v for k, v in item.fields(now).items() if k != "raw"}
+        found.append({
+            "id": f"sample{n}", "rule": rule, "account": item.account, "feed": item.feed,
+            "kind": item.kind, "item_id": item.id, "title": f"Sample {n + 1}",
+            "message": "A sample notification", "url": item.url, "priority": "default",
+            "item": values, "extract": dict.fromkeys(extract, "123456"),
+        })  # fmt: skip
+    return found
 
 
 def top_priority(payloads: Sequence[Mapping[str, Any]]) -> str:

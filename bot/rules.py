@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -20,8 +20,11 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from bot.conditions import FIELDS, Compiled, Context, WhenCompiler, listing
 from bot.config import Duration, Limit, Model, parse_duration, validation_errors
 from bot.detail import Detail, DetailReads, when_raw_keys
-from bot.errors import ConfigError, ConfigErrors
+from bot.digest import context as digest_context
+from bot.digest import samples
+from bot.errors import ConfigError, ConfigErrors, RenderError
 from bot.item import Item
+from bot.markup import ESCAPERS
 from bot.prove import Prover, targets
 from bot.render import InlineTemplate, NamedTemplate, Renderer
 from bot.windows import show_duration
@@ -471,10 +474,32 @@ class RuleLoader:
                                 f"{', '.join(names)}")  # fmt: skip
         if group.template is None:
             return group, None
-        label = f"{dotted(where)}.template {group.template!r}"
+        label = f"{'notify[' + str(at[-1]) + '].' if spec.group else ''}group.template"
+        label += f" {group.template!r}"
         path = (*where, "template")
-        return group, self._template(doc, rule.name, label, path, self.renderer.load,
-                                     group.template)  # fmt: skip
+        digest = self._template(doc, rule.name, label, path, self.renderer.load, group.template)
+        if digest is not None:
+            self._prove_digest(doc, path, label, digest, spec.sink, rule)
+        return group, digest
+
+    def _prove_digest(
+        self, doc: YamlDoc, path: Path_, label: str, digest: NamedTemplate, sink: str,
+        rule: RuleSpec,
+    ) -> None:  # fmt: skip
+        """The digest template rendered on a sample group of three items."""
+        items = [s for a in sorted(self._accounts(rule.when))
+                 for s in self.accounts[a].samples.values()]  # fmt: skip
+        if not items:
+            return
+        now = datetime.now(UTC)
+        fmt = self.sinks[sink].format
+        ctx = digest_context(samples(items, list(rule.extract), rule.name, now), listed=2,
+                             group={}, now=now, fmt=fmt)  # fmt: skip
+        try:
+            digest.render(ctx, ESCAPERS[fmt])
+        except RenderError as err:
+            message = f"rule {rule.name!r} {label}: on a sample group of three items: {err}"
+            self.errors.append(ConfigError(message, doc.file, doc.line(path)))
 
     def _template(
         self, doc: YamlDoc, rule: str, label: str, at: Path_, make: Callable[..., T],
