@@ -34,6 +34,8 @@ DEDUP_HORIZON = timedelta(days=365)
 
 @dataclass
 class Pipeline(Parts):
+    """The stages, built on the pipeline's own parts, run in the order above."""
+
     def __post_init__(self) -> None:
         self.health.attach(self.store)  # what fails is recorded for `inboxbot status`
         self.polling = Polling(self)
