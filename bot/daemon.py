@@ -285,11 +285,11 @@ def carry_over(old: Pipeline, new: Pipeline) -> None:
     for a sink whose configuration changed are due now (the user probably fixed them)."""
     was, now = old.config, new.config
     changed = {name for name, account in now.accounts.items() if was.accounts.get(name) != account}
-    for key, resting in old._resting.items():
+    for key, resting in old.polling.resting.items():
         if key.split("/")[0] in changed:
             log.info("backoff reset", extra=fields(feed=key, reason="configuration changed"))
         else:
-            new._resting[key] = resting
+            new.polling.resting[key] = resting
     for name, sink in now.sinks.items():
         if was.sinks.get(name) != sink and new.store.due_now(name, now=new.clock.time()):
             log.info("backoff reset", extra=fields(sink=name, reason="configuration changed"))
