@@ -17,6 +17,7 @@ from bot.errors import AuthError, GoneError, PermanentError, RenderError, Transi
 from bot.http import RateLimiter
 from bot.item import File
 from bot.logs import fields
+from bot.noise import Hold, Unit
 from bot.parts import Parts
 from bot.planning import rerender
 from bot.sinks import Notification, Sink
@@ -53,8 +54,9 @@ def sink_rate(sink: Sink) -> tuple[int, float] | None:
 
 
 class Delivery:
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, hold: Hold) -> None:
         self.parts = parts
+        self.hold = hold  # what must wait is held there; the rest comes back as units
         self._delivering = asyncio.Lock()
         self._sink_limits = {
             name: RateLimiter(*rate, margin=0.0)
@@ -80,9 +82,9 @@ class Delivery:
                 PermanentError("sink is no longer configured; its notifications wait"),
             )
             return
-        by_account: dict[str, list[StepRecord]] = defaultdict(list)
-        for step in steps:
-            by_account[step.feed.split("/", 1)[0]].append(step)
+        by_account: dict[str, list[Unit]] = defaultdict(list)
+        for unit in self.hold.admit(sink, steps, self.parts.clock.time()):
+            by_account[unit.account or str(unit.steps[0].batch)].append(unit)
         queues, failed = deque(by_account.values()), [False]
 
         async def worker() -> None:
@@ -91,51 +93,69 @@ class Delivery:
 
         await asyncio.gather(*(worker() for _ in range(min(IN_FLIGHT, len(queues)))))
 
-    async def _deliver_queue(self, sink: Sink, steps: list[StepRecord], failed: list[bool]) -> bool:
+    async def _deliver_queue(self, sink: Sink, units: list[Unit], failed: list[bool]) -> bool:
         """One account's notifications to ``sink`` in order; False when a send failed."""
-        for step in steps:
-            if failed[0] or step.due_at > self.parts.clock.time():
+        for unit in units:
+            if failed[0] or unit.due_at > self.parts.clock.time():
                 return True  # an earlier notification waits for its retry: keep the order
             if sink.name in self._sink_limits:
                 await self._sink_limits[sink.name].wait()
-            if not await self._send(sink, step):
+            if not await self._send(sink, unit):
                 return False
         return True
 
-    async def _send(self, sink: Sink, step: StepRecord) -> bool:
-        """Send one due step to ``sink`` and record how it went; False when it is to be
-        tried again (the sink's round ends), True when it is done or failed for good."""
+    async def _send(self, sink: Sink, unit: Unit) -> bool:
+        """Send one due unit (a notification, or a digest of several) to ``sink`` and record
+        how it went; False when it is to be tried again (the sink's round ends), True when
+        it is done or failed for good."""
         p, key = self.parts, f"sink {sink.name}"
-        try:
-            step = rerender(p, step)
-        except RenderError as err:
-            log.error("render failed", extra=fields(sink=sink.name, step=step.id, error=str(err)))
-            p.store.finish_step(step.id, now=p.clock.time(), status=FAILED, error=str(err))
+        unit = self._rendered(sink, unit)
+        if not unit.steps:
             return True
+        ids = [s.id for s in unit.steps]
         try:
-            files = await self._files(step, sink.max_file_size) if sink.max_file_size else []
-            await sink.send(Notification(**step.payload), files)
+            notification, files = await self._notification(sink, unit)
+            await sink.send(notification, files)
         except (TransientError, AuthError) as err:
             p.metrics.notified(sink.name, "retry").inc()
             p.health.failed(key, err)
-            p.store.retry_step(
-                step.id, due_at=p.clock.time() + retry_delay(step.attempts, err), error=str(err)
-            )
+            due = p.clock.time() + retry_delay(unit.steps[0].attempts, err)
+            for sid in ids:
+                p.store.retry_step(sid, due_at=due, error=str(err))
             return False
         except PermanentError as err:
             p.metrics.notified(sink.name, "failed").inc()
-            log.error(
-                "delivery failed",
-                extra=fields(sink=sink.name, step=step.id, rule=step.rule, error=str(err)),
-            )
-            p.store.finish_step(step.id, now=p.clock.time(), status=FAILED, error=str(err))
-            p.store.cancel_actions(step.feed, step.item_id, step.rule, now=p.clock.time())
+            log.error("delivery failed", extra=fields(
+                sink=sink.name, step=ids[0], rule=unit.steps[0].rule, error=str(err)))  # fmt: skip
+            for s in unit.steps:
+                p.store.finish_step(s.id, now=p.clock.time(), status=FAILED, error=str(err))
+                p.store.cancel_actions(s.feed, s.item_id, s.rule, now=p.clock.time())
             return True
-        p.store.finish_step(step.id, now=p.clock.time())
+        p.store.finish_steps(ids, now=p.clock.time())
         p.metrics.notified(sink.name, "delivered").inc()
         p.health.ok(key)
-        log.info("delivered", extra=fields(sink=sink.name, rule=step.rule, item=step.item_id))
+        said = {"sink": sink.name, "rule": notification.rule, "item": notification.item_id}
+        log.info("delivered", extra=fields(**said, **({"items": len(ids)} if len(ids) > 1 else {})))
         return True
+
+    def _rendered(self, sink: Sink, unit: Unit) -> Unit:
+        """The unit's steps kept unrendered rendered now; those that still fail are failed."""
+        p, kept = self.parts, []
+        for step in unit.steps:
+            try:
+                kept.append(rerender(p, step))
+            except RenderError as err:
+                log.error("render failed",
+                          extra=fields(sink=sink.name, step=step.id, error=str(err)))  # fmt: skip
+                p.store.finish_step(step.id, now=p.clock.time(), status=FAILED, error=str(err))
+        return Unit(tuple(kept))
+
+    async def _notification(self, sink: Sink, unit: Unit) -> tuple[Notification, list[File]]:
+        if len(unit.steps) > 1:
+            return self.hold.notification(sink, unit, self.parts.clock.time()), []
+        step = unit.steps[0]
+        files = await self._files(step, sink.max_file_size) if sink.max_file_size else []
+        return Notification(**step.payload), files
 
     async def _files(self, step: StepRecord, max_size: int) -> list[File]:
         """The item's attachments when the rule asks (``options: {attach: true}``); an

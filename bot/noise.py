@@ -114,7 +114,8 @@ class Hold:
         mutes = self.held.active_mutes(now) if due else []
         silenced = {s.id for s in due if self._muted(sink, s, mutes, now)}
         units = _units([s for s in waiting if s.id not in silenced])
-        windows = self.held.windows()
+        limited = sink.config.limit or any(r.limit for r in self.rules())
+        windows = self.held.windows() if limited and due else {}
         return [u for u in units if self._goes(sink, u, now, windows)]
 
     def _goes(

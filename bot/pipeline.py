@@ -2,6 +2,8 @@
 
 - ``bot.polling``: asks a feed's source for what is new and stores it; rests failing feeds.
 - ``bot.planning``: turns each new item into its rendered steps, saved in the outbox.
+- ``bot.noise``: decides when, and as what, each planned notification goes out: now,
+  grouped, held (quiet hours, limits, deferring mutes) for one digest, or muted.
 - ``bot.delivery``: sends each due notification of the outbox to its sink.
 - ``bot.acting``: runs the due actions on their sources.
 - ``bot.alerts``: tells ``alerts_to`` what is failing and when it is over.
@@ -21,6 +23,7 @@ from bot.acting import Acting
 from bot.alerts import alert
 from bot.delivery import IN_FLIGHT, Delivery, backoff, sink_rate
 from bot.item import Item
+from bot.noise import Hold
 from bot.parts import Clock, Parts
 from bot.planning import Planning
 from bot.polling import Polling
@@ -39,8 +42,9 @@ class Pipeline(Parts):
     def __post_init__(self) -> None:
         self.health.attach(self.store)  # what fails is recorded for `inboxbot status`
         self.polling = Polling(self)
-        self.planning = Planning(self)
-        self.delivery = Delivery(self)
+        hold = Hold(self.store, self.metrics, lambda: self.rules)
+        self.planning = Planning(self, hold)
+        self.delivery = Delivery(self, hold)
         self.acting = Acting(self)
 
     @property

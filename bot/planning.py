@@ -16,6 +16,7 @@ from typing import Any
 from bot.errors import GoneError, RemoteError, RenderError
 from bot.item import Item
 from bot.logs import fields
+from bot.noise import Hold, group_key
 from bot.parts import Parts
 from bot.rules import Match, Notify, Step, plan, wants_detail
 from bot.sinks import Notification, Sink
@@ -28,8 +29,9 @@ UNRENDERED = "unrendered"  # the payload key of a step whose template failed: it
 
 
 class Planning:
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, hold: Hold) -> None:
         self.parts = parts
+        self.hold = hold  # gives grouped deliveries their group's send time
         # feeds whose stored items are all planned: only a poll with new items plans then
         # (the first poll of each feed also plans what a crash or a failed detail left)
         self._planned: set[str] = set()
@@ -58,6 +60,8 @@ class Planning:
             p.health.ok(details)
             if planned is not None:
                 plans.append((planned[0], planned[1], planned[0] is not item))
+        placed = iter(self.hold.group([s for _, steps, _ in plans for s in steps], p.clock.time()))
+        plans = [(item, [next(placed) for _ in steps], changed) for item, steps, changed in plans]
         p.store.save_plans(feed.key, plans, now=p.clock.time())
         if complete:
             self._planned.add(feed.key)
@@ -127,7 +131,9 @@ class Planning:
             log.error("render failed", extra=fields(rule=step.rule, item=item.id, error=str(err)))
             payload = {UNRENDERED: step.index}
             return NewStep(step.id, step.rule, step.kind, step.target, payload, due, str(err))
-        return NewStep(step.id, step.rule, step.kind, step.target, payload, due)
+        group = step.notify.group if step.notify else None
+        batch = group_key(step.rule, step.index, step.target, group, payload) if group else None
+        return NewStep(step.id, step.rule, step.kind, step.target, payload, due, batch=batch)
 
 
 def rerender(parts: Parts, record: StepRecord) -> StepRecord:

@@ -347,6 +347,15 @@ class Store:
             (status, now, error or None, step_id),
         )
 
+    def finish_steps(self, ids: Sequence[str], *, now: float) -> None:
+        """Steps sent together (a digest) recorded done together."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE steps SET status=?, done_at=?, last_error=NULL, attempts=attempts+1 "
+                "WHERE id=?",
+                [(DONE, now, sid) for sid in ids],
+            )
+
     def retry_step(self, step_id: str, *, due_at: float, error: str) -> None:
         self.db.execute(
             "UPDATE steps SET attempts=attempts+1, due_at=?, last_error=? WHERE id=?",
