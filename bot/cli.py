@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{settings.config}: ok ({summary(loaded)})")
         return 0
     if args.command in helpers:
-        return helper_command(args, loaded)
+        return helper_command(args, loaded, settings.state_path(loaded.config.state_file()))
     if args.command in outbox.COMMANDS:
         return outbox.main(args, loaded, settings.state_path(loaded.config.state_file()))
     if args.command in mutes.COMMANDS:
@@ -179,12 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
+def helper_command(args: argparse.Namespace, loaded: Loaded, state: Path) -> int:
+    """``state``: where the daemon keeps its mutes, which explain shows."""
     from bot import tools  # only here: the daemon never needs it (~1 MiB)
 
     try:
         if args.command == "explain":
-            return asyncio.run(tools.explain(loaded, args.feed))
+            return asyncio.run(tools.explain(loaded, args.feed, tools.mutes_in(state)))
         if args.command == "render" and args.sink:
             print(asyncio.run(tools.render_for(loaded, args.template, args.item, args.sink)))
             return 0
@@ -193,7 +194,9 @@ def helper_command(args: argparse.Namespace, loaded: Loaded) -> int:
             return 0
         if args.command == "send-test":
             return asyncio.run(tools.send_test(loaded, args.sink))
-        return tools.run_rule_tests(loaded, args.cases)
+        from bot.rule_tests import run_rule_tests
+
+        return asyncio.run(run_rule_tests(loaded, args.cases))
     except (ConfigError, RenderError) as err:
         print(err, file=sys.stderr)
     except OSError as err:

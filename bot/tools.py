@@ -9,6 +9,7 @@ notification to one sink and records nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,18 +23,21 @@ from bot.app import Loaded, build, resources
 from bot.config import SinkConfig
 from bot.detail import verdict
 from bot.errors import AuthError, ConfigError, PermanentError, RemoteError
+from bot.held import Held, Mute
 from bot.item import Attachment, Item, Kind
+from bot.noise_view import applies, outcome
 from bot.pipeline import Pipeline
-from bot.prove import attempt, describe, lenient, targets
 from bot.render import Renderer
-from bot.rules import Match, plan
+from bot.rules import Notify, Rule, plan
 from bot.sinks import SINKS, Notification, Sink
 from bot.sources import Feed
-from bot.yamlfile import YamlDoc, load_yaml
+from bot.store import Store
 
 
-async def explain(loaded: Loaded, only: str | None) -> int:
-    """Poll each feed (or ``only``), show for every listed item which rules fire and why."""
+async def explain(loaded: Loaded, only: str | None, mutes: Sequence[Mute] = ()) -> int:
+    """Poll each feed (or ``only``), show for every listed item which rules fire and why,
+    and what noise control (groups, quiet hours, limits, ``mutes``) does to each
+    notification now."""
     feeds = [f for f in loaded.feeds() if only in (None, f.key, f.account)]
     if not feeds:
         raise ConfigError(f"no feed {only!r}; feeds: {', '.join(f.key for f in loaded.feeds())}")
@@ -41,11 +45,22 @@ async def explain(loaded: Loaded, only: str | None) -> int:
     async with resources(Path(":memory:")) as res:
         pipeline = build(loaded, res)
         for feed in feeds:
-            failed += not await _explain_feed(pipeline, feed)
+            failed += not await _explain_feed(pipeline, feed, mutes)
     return 1 if failed else 0
 
 
-async def _explain_feed(pipeline: Pipeline, feed: Feed) -> bool:
+def mutes_in(state: Path) -> list[Mute]:
+    """The mutes in force in the daemon's state (none when it has not run)."""
+    if not state.exists():
+        return []
+    store = Store(state)
+    try:
+        return Held(store).active_mutes(time.time())
+    finally:
+        store.close()
+
+
+async def _explain_feed(pipeline: Pipeline, feed: Feed, mutes: Sequence[Mute]) -> bool:
     source = pipeline.sources[feed.account]
     try:
         result = await source.poll(feed.name, None)
@@ -54,11 +69,11 @@ async def _explain_feed(pipeline: Pipeline, feed: Feed) -> bool:
         return False
     print(f"{feed.key}: {len(result.items)} items listed (each explained as if new)")
     for item in result.items:
-        await _explain_item(pipeline, item)
+        await _explain_item(pipeline, item, mutes)
     return True
 
 
-async def _explain_item(pipeline: Pipeline, item: Item) -> None:
+async def _explain_item(pipeline: Pipeline, item: Item, mutes: Sequence[Mute]) -> None:
     listed = pipeline.clock.now()
     summary = {"item": item.fields(listed), "account": item.account, "now": listed}
     try:
@@ -88,9 +103,22 @@ async def _explain_item(pipeline: Pipeline, item: Item) -> None:
             continue
         extract = " ".join(f"{k}={v!r}" for k, v in matched[rule.name].extract.items())
         print(f"    + {rule.name}: yes{f' ({extract})' if extract else ''}\n        {detail}")
+        delivers = iter(rule.notify)
         for step in (s for s in steps if s.rule == rule.name):
             what = step.payload.get("title") if step.kind == "deliver" else step.payload["args"]
             print(f"        {step.kind} {step.target}: {what!r}")
+            if step.kind == "deliver":
+                _explain_noise(pipeline, rule, next(delivers), step.payload, mutes, now)
+
+
+def _explain_noise(
+    pipeline: Pipeline, rule: Rule, notify: Notify, payload: dict[str, Any],
+    mutes: Sequence[Mute], now: datetime,
+) -> None:  # fmt: skip
+    sink = pipeline.config.sinks[notify.sink]
+    for line in applies(rule, notify, sink, payload, mutes):
+        print(f"          {line}")
+    print(f"          now: {outcome(rule, notify, sink, payload, mutes, now)}")
 
 
 BUSY = "the target is down or busy; try again later"
@@ -240,68 +268,3 @@ def _problem(error: ErrorDetails) -> str:
 
 def _path(loc: Sequence[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def run_rule_tests(loaded: Loaded, cases_file: Path) -> int:
-    """Run the user's rule tests; print one line each and a summary; 1 when one failed."""
-    doc = load_yaml(cases_file)
-    if not isinstance(doc.data, list):
-        raise doc.error((), "a rule test file is a list of cases (- item: …, match: […])")
-    accounts = list(loaded.config.accounts)
-    results = [_case(loaded, doc, i, case, accounts) for i, case in enumerate(doc.data)]
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
-
-
-def _case(loaded: Loaded, doc: YamlDoc, index: int, case: Any, accounts: Sequence[str]) -> bool:
-    if not isinstance(case, dict) or not isinstance(case.get("item"), dict):
-        raise doc.error((index,), "each case needs item: {…} and match: [rule names]")
-    label = str(case.get("name") or f"case {index + 1} (line {doc.line((index,))})")
-    fields = dict(case["item"])
-    if "account" not in fields and len(accounts) == 1:
-        fields["account"] = accounts[0]
-    account = loaded.config.accounts.get(str(fields.get("account")))
-    if account is not None:
-        fields.setdefault("upstream", account.type)
-    try:
-        item = item_from(fields)
-    except BadItem as err:
-        raise doc.error((index, "item", *err.loc), f"{index}.item: {err}") from None
-    now = datetime.now(UTC)
-    context = {"item": item.fields(now), "account": item.account, "now": now}
-    matches = plan(loaded.rules, item, context)
-    got = [m.rule.name for m in matches]
-    want = case.get("match", [])
-    problems = [f"matched {got}, expected {want}"] if got != want else []
-    extract = dict(matches[0].extract) if matches else {}
-    for key, value in (case.get("extract") or {}).items():
-        if extract.get(key) != str(value):
-            problems.append(f"extract {key}={extract.get(key)!r}, expected {str(value)!r}")
-    for match in matches:
-        problems += _unrendered(loaded, match, item, now, with_raw="raw" in fields)
-    verdict = f"FAIL {label}: {'; '.join(problems)}" if problems else f"PASS {label}"
-    print(verdict)
-    return not problems
-
-
-def _unrendered(
-    loaded: Loaded, match: Match, item: Item, now: datetime, with_raw: bool
-) -> list[str]:
-    """The rule's notifications and replies that would not render for ``item`` (and so
-    would fail at run time). Without a ``raw`` in the case, a raw key reads as empty."""
-    ctx = loaded.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
-    if not with_raw:
-        ctx["item"]["raw"] = lenient({})
-    formats = {name: sink.format or "text" for name, sink in loaded.config.sinks.items()}
-    found = []
-    for target in targets(match.rule, formats):
-        err = attempt(target, ctx)
-        if err is not None:
-            if err.filename:
-                where = f"{err.where}, line {err.line}: "
-            else:
-                where = f"line {err.line} of the template: " if (err.line or 1) > 1 else ""
-            label = f"rule {match.rule.name!r} {target.label}"
-            found.append(f"{label} would not render: {where}{describe(err)}")
-    return found
