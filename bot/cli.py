@@ -53,11 +53,14 @@ COMMANDS = {
     "healthcheck": "exit 0 when the running daemon's /healthz answers ok (for containers)",
     "explain": "poll the feeds, show which rules would fire on each item and why; acts on nothing",
     "render": "render a template (a name, or a .j2 file) for an item given as JSON",
-    "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…})",
+    "test-rules": "run your rule tests (YAML: - item: {…}, match: [rule names], extract: {…}; "
+    "noise control: now:, mutes:, send: {SINK: sent|grouped|muted|held until …}, items: […] "
+    "with digest: {SINK: text})",
     "send-test": "send a test notification to one sink; print why it failed (exit 1) if it did",
     "status": "whether a daemon runs on the state; each feed (last good poll, next poll, failing "
     "since and why), each sink (queued, due, later, failed, last error), delayed actions",
-    "outbox": "list the steps not done yet: rule, item, target, tries, next try, last error",
+    "outbox": "list the steps not done yet and those muted: rule, item, target, tries, next try, "
+    "and the last error or why it waits (held, grouped, muted)",
     "retry": "make steps due now, failed ones too; a running daemon sends them within seconds",
     "drop": "end steps on purpose (recorded as dropped; their rule's actions are cancelled)",
     "mute": "silence notifications (--rule, --sink, --account, --match FIELD=VALUE) --for 2h, "
