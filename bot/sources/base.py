@@ -15,6 +15,8 @@ from bot.http import Limiters
 from bot.item import Attachment, File, Item, Kind
 
 Known = Callable[[Sequence[str]], set[str]]  # which of these item ids the feed has seen
+Wake = Callable[[], None]  # a push channel says something may be new: poll the feed now
+Report = Callable[[bool, str], None]  # (connected, what: "IDLE on INBOX" | why not) for status
 
 
 def nothing_known(ids: Sequence[str]) -> set[str]:
@@ -88,6 +90,20 @@ class Source(ABC):
     async def complete(self, item: Item) -> Item:
         """The item with its detail fields fetched; sources whose list is complete keep this."""
         return item
+
+    def pushes(self, feed: str) -> bool:
+        """Whether the upstream can tell when ``feed`` has something new (IMAP IDLE, a
+        WebSocket stream): then the daemon runs ``watch`` beside the polls."""
+        return False
+
+    async def watch(self, feed: str, wake: Wake, report: Report) -> None:
+        """Hold the push channel of ``feed`` open until cancelled: call ``wake()`` when it
+        signals something new and after every (re)connect (the poll it starts catches up
+        on what came meanwhile; the seen ledger makes a pushed item and a polled one the
+        same); ``report(True, "…")`` when connected, ``report(False, why)`` when not (then
+        the feed is polled at its ``every`` until it is again). Reconnects with backoff on
+        its own; never raises but CancelledError. Only called when ``pushes(feed)``."""
+        raise NotImplementedError
 
     @abstractmethod
     async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
