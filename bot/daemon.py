@@ -26,6 +26,7 @@ from bot.app import Loaded, Resources, build, close, load, start
 from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
+from bot.store import FORCED
 from bot.sentry import Scrubber, secret_values
 from bot.sources import Feed
 from bot.systemd import Notifier
@@ -312,8 +313,11 @@ async def once(pipeline: Pipeline, feeds: list[Feed], *, grace: float = 0.0) -> 
     while (due := next_delivery(pipeline)) is not None and due <= deadline:
         await asyncio.sleep(max(0.05, due - pipeline.clock.time()))
         await pipeline.flush()
-    queued = sum(1 for s in pipeline.store.pending_steps("deliver"))
-    refused = pipeline.store.deliveries_failed(since=started)
+    pending = pipeline.store.pending_steps("deliver")
+    held = sum(1 for s in pending if s.reason and s.reason != FORCED)  # by noise control
+    queued, refused = len(pending) - held, pipeline.store.deliveries_failed(since=started)
+    if held:
+        log.info("once: held for later", extra=fields(held=held))
     if failed or queued or refused:
         log.error("once: work left", extra=fields(feeds_failed=failed, queued=queued,
                                                   failed=refused))  # fmt: skip
@@ -324,6 +328,6 @@ def next_delivery(pipeline: Pipeline) -> float | None:
     """When the earliest sink's queue can go on: each sink waits for its oldest step."""
     heads: dict[str, float] = {}
     for step in pipeline.store.pending_steps("deliver"):
-        if step.target in pipeline.sinks:
+        if step.target in pipeline.sinks and step.reason in (None, FORCED):  # not held ones
             heads.setdefault(step.target, step.due_at)
     return min(heads.values(), default=None)
