@@ -26,9 +26,9 @@ from bot.app import Loaded, Resources, build, close, load, start
 from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
-from bot.store import FORCED
 from bot.sentry import Scrubber, secret_values
 from bot.sources import Feed
+from bot.store import FORCED
 from bot.systemd import Notifier
 from bot.web import make_app, serve
 
