@@ -26,6 +26,7 @@ from bot.app import Loaded, Resources, build, close, load, start
 from bot.errors import ConfigError, ConfigErrors, RemoteError
 from bot.logs import fields
 from bot.pipeline import Pipeline
+from bot.push import Pushes
 from bot.sentry import Scrubber, secret_values
 from bot.sources import Feed
 from bot.store import FORCED
@@ -66,6 +67,8 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._timers: dict[str, asyncio.TimerHandle] = {}  # feed → its next poll
         self._polling: set[str] = set()  # feeds whose poll runs now
+        self._again: set[str] = set()  # feeds woken by a push while their poll ran
+        self.pushes = Pushes(self.wake)
         self.started = time.time()
         self.last_tick = time.monotonic()
         self.refused: list[str] = []  # the last reload's errors, while it is not fixed
@@ -82,6 +85,7 @@ class Daemon:
         try:
             await start(self.pipeline)
             self._schedule()
+            self.pushes.start(self.loaded.feeds(), self.pipeline.sources, self.pipeline.store)
             # READY=1 once the feeds are scheduled, before any job can run
             self.notifier.ready(self.summary())
             self.scheduler.start()
@@ -89,6 +93,7 @@ class Daemon:
             await self.stopping.wait()
         finally:
             self.notifier.stopping()
+            await self.pushes.stop()
             await self._wind_down()
             watchdog.cancel()
             if web_runner:
@@ -137,9 +142,11 @@ class Daemon:
         self.pipeline.health = old.health
         old.health.attach(self.pipeline.store)  # the new pipeline's fresh Health cleared it
         carry_over(old, self.pipeline)
+        await self.pushes.stop()
         await close(old)
         await start(self.pipeline)
         self._schedule_feeds()
+        self.pushes.start(loaded.feeds(), self.pipeline.sources, self.pipeline.store)
         self.scheduler.resume()
         self.notifier.ready(self.summary())
         log.info("reloaded", extra=fields(feeds=len(loaded.feeds()), rules=len(loaded.rules)))
@@ -183,8 +190,26 @@ class Daemon:
         every = feed.every.total_seconds()
         missed = int((loop.time() - at) // every)  # turns a busy loop let pass: coalesced
         self._arm(feed, at + every * (max(0, missed) + 1))
-        if self.scheduler.state == STATE_RUNNING and feed.key not in self._polling:
+        if feed.key in self.pushes.connected:  # pushed: polled as a safety net only
+            since = time.time() - self.pipeline.last_success.get(feed.key, 0.0)
+            if since < self.pushes.interval(feed) - every / 2:
+                return
+        self._start_poll(feed)
+
+    def wake(self, feed: Feed) -> None:
+        """A push channel says ``feed`` may have something new: poll it now (once more
+        after the poll running now, if one runs)."""
+        if feed.key in self._polling:
+            self._again.add(feed.key)
+        else:
+            self._start_poll(feed)
+
+    def _start_poll(self, feed: Feed) -> None:
+        if self.stopping.is_set() or self.scheduler.state != STATE_RUNNING:
+            return
+        if feed.key not in self._polling:
             self._polling.add(feed.key)
+            loop = asyncio.get_running_loop()
             self.running.add(loop.create_task(self._job(self._poll, feed)))
 
     async def _job(self, work: Callable[[Feed | None], Awaitable[None]], feed: Feed | None) -> None:
@@ -212,6 +237,9 @@ class Daemon:
                 await self.pipeline.flush()  # new items: deliver now (else the delivery job)
         finally:
             self._polling.discard(feed.key)
+            if feed.key in self._again:
+                self._again.discard(feed.key)
+                self._start_poll(feed)
 
     async def _flush(self, _: Feed | None) -> None:
         self.last_tick = time.monotonic()
@@ -261,7 +289,7 @@ class Daemon:
         now = time.time()
         problems = []
         for feed in self.loaded.feeds():
-            allowed = 3 * feed.every.total_seconds()
+            allowed = 3 * self.pushes.interval(feed)
             last = self.pipeline.last_success.get(feed.key)
             if last is None and now - self.started > allowed:
                 problems.append(f"feed {feed.key}: no successful poll since start")

@@ -24,6 +24,7 @@ from bot.errors import InboxbotError
 from bot.health import Failing
 from bot.held import Held, Mute
 from bot.lock import holder
+from bot.push import SAFETY_NET
 from bot.store import (
     DROPPED,
     FAILED,
@@ -239,9 +240,13 @@ def status(loaded: Loaded, store: Store, now: float, daemon: str | None) -> str:
     failing, polled = store.failing(), store.polled()
     running = f"running, PID {daemon}" if daemon else "not running: nothing is polled or sent"
     lines = [f"daemon: {running}", "feeds:"]
+    pushes = store.pushes() if daemon else {}
     for feed in loaded.feeds():
+        push = pushes.get(feed.key)
+        every = feed.every.total_seconds()
+        every = max(every, SAFETY_NET.total_seconds()) if push and push[0] else every
         lines.append(f"  {feed.key}: " + _feed(failing.pop(feed.key, None), polled.get(feed.key),
-                                              feed.every.total_seconds(), now))  # fmt: skip
+                                              every, now) + _push(push, now))  # fmt: skip
     steps = store.steps((*UNFINISHED, MUTED))
     lines.append("sinks:")
     for name in loaded.config.sinks:
@@ -260,6 +265,17 @@ def _feed(failing: Failing | None, polled: float | None, every: float, now: floa
         return f"ok, {last}, next poll {_due((polled or now) + every, now)}"
     since, upcoming = _ago(failing.since, now), _due(failing.retry_at or now, now)
     return f"FAILING since {since}: {failing.reason}; next poll {upcoming}; {last}"
+
+
+def _push(push: tuple[bool, str, float, int] | None, now: float) -> str:
+    """``; pushed (IDLE on INBOX) since 3h, 2 reconnects`` for a feed with a push channel."""
+    if push is None:
+        return ""
+    up, what, since, reconnects = push
+    again = f", {reconnects} reconnect{'s' * (reconnects != 1)}" if reconnects else ""
+    if up:
+        return f"; pushed ({what}) since {_ago(since, now)}{again}"
+    return f"; push not connected since {_ago(since, now)}: {what}; polling{again}"
 
 
 def _due(at: float, now: float) -> str:

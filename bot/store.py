@@ -57,6 +57,12 @@ MIGRATIONS = (
         created_at REAL NOT NULL);
     CREATE TABLE limits (key TEXT PRIMARY KEY, since REAL NOT NULL, sent INTEGER NOT NULL);
     """,
+    # push channels (IMAP IDLE, realtime streams), for `inboxbot status`
+    """
+    CREATE TABLE push (
+        feed TEXT PRIMARY KEY, connected INTEGER NOT NULL, what TEXT NOT NULL,
+        since REAL NOT NULL, reconnects INTEGER NOT NULL DEFAULT 0);
+    """,
 )
 
 NEW, PLANNED, SKIPPED, DROPPED = "new", "planned", "skipped", "dropped"
@@ -435,6 +441,29 @@ class Store:
     def failing(self) -> dict[str, Failing]:
         rows = self.db.execute("SELECT key, since, reason, auth, retry_at FROM failing")
         return {key: Failing(why, since, bool(auth), at) for key, since, why, auth, at in rows}
+
+    def record_push(self, feed: str, connected: bool, what: str, *, now: float) -> bool:
+        """A push channel's state; True when it changed (connected or not)."""
+        row = self.db.execute("SELECT connected FROM push WHERE feed=?", (feed,)).fetchone()
+        changed = row is None or bool(row[0]) != connected
+        self.db.execute(
+            "INSERT INTO push (feed, connected, what, since) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (feed) DO UPDATE SET connected=excluded.connected, what=excluded.what, "
+            "since=CASE WHEN push.connected=excluded.connected THEN push.since ELSE "
+            "excluded.since END, reconnects=push.reconnects + "
+            "(excluded.connected AND NOT push.connected)",
+            (feed, int(connected), what, now),
+        )
+        return changed
+
+    def clear_pushes(self) -> None:
+        """A daemon starting: what an earlier one had connected is not connected now."""
+        self.db.execute("DELETE FROM push")
+
+    def pushes(self) -> dict[str, tuple[bool, str, float, int]]:
+        """Feed → (connected, what, since, reconnects) of its push channel."""
+        rows = self.db.execute("SELECT feed, connected, what, since, reconnects FROM push")
+        return {feed: (bool(up), what, since, n) for feed, up, what, since, n in rows}
 
     def polled(self) -> dict[str, float]:
         """Each feed's last good poll."""
