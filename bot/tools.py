@@ -27,10 +27,11 @@ from bot.held import Held, Mute
 from bot.item import Attachment, Item, Kind
 from bot.noise_view import applies, outcome
 from bot.pipeline import Pipeline
+from bot.push import SAFETY_NET
 from bot.render import Renderer
 from bot.rules import Notify, Rule, plan
 from bot.sinks import SINKS, Notification, Sink
-from bot.sources import Feed
+from bot.sources import Feed, Source
 from bot.store import Store
 
 
@@ -68,9 +69,22 @@ async def _explain_feed(pipeline: Pipeline, feed: Feed, mutes: Sequence[Mute]) -
         print(f"{feed.key}: poll failed: {err}")
         return False
     print(f"{feed.key}: {len(result.items)} items listed (each explained as if new)")
+    print(f"  {_cadence(source, feed)}")
     for item in result.items:
         await _explain_item(pipeline, item, mutes)
     return True
+
+
+def _cadence(source: Source, feed: Feed) -> str:
+    """Whether the feed is pushed or polled, and the requests an hour when nothing is new
+    (one a poll: README's table)."""
+    every = feed.every.total_seconds()
+    if source.pushes(feed.name):
+        net = max(every, SAFETY_NET.total_seconds())
+        return (f"pushed (the upstream tells when something is new; polled at every {every:g}s "
+                f"while not connected); while connected polled every {net:g}s as a safety net: "
+                f"{3600 / net:g} requests an hour when nothing is new")  # fmt: skip
+    return f"polled every {every:g}s: {3600 / every:g} requests an hour when nothing is new"
 
 
 async def _explain_item(pipeline: Pipeline, item: Item, mutes: Sequence[Mute]) -> None:
