@@ -94,9 +94,13 @@ def parse_account_rate(value: Any) -> Any:
 
 
 def show_rate(rate: tuple[int, float]) -> str:
+    """``20/min``, ``5/10min``, ``100/hour``, ``1/2s``: as a person writes it."""
     count, period = rate
-    unit = {1.0: "s", 60.0: "min", 3600.0: "hour", 86400.0: "day"}.get(period)
-    return f"{count}/{unit}" if unit else f"{count}/{period:g}s"
+    for unit, size in (("day", 86400), ("hour", 3600), ("min", 60), ("s", 1)):
+        if period >= size and period % size == 0:
+            times = period / size
+            return f"{count}/{unit}" if times == 1 else f"{count}/{times:g}{unit}"
+    return f"{count}/{period:g}s"
 
 
 def parse_limit(value: Any) -> Any:

@@ -35,6 +35,7 @@ from bot.sinks import SINKS, Sink
 from bot.tools import BadItem, item_from
 from bot.yamlfile import YamlDoc, load_yaml
 
+Payloads = dict[str, dict[str, list[dict[str, Any]]]]  # sink → rule → notifications
 MUTE_KEYS = ("rule", "sink", "account", "match", "defer", "until", "comment")
 
 
@@ -63,11 +64,11 @@ def _case(loaded: Loaded, sinks: Mapping[str, Sink], doc: YamlDoc, index: int, c
     items = [_item(loaded, doc, (index, "items", n) if "items" in case else (index, "item"), f)
              for n, f in enumerate(listed)]  # fmt: skip
     problems: list[str] = []
-    payloads: dict[str, list[dict[str, Any]]] = {}
+    payloads: Payloads = {}
     for item in items:
         problems += _judge(loaded, sinks, case, item, now, mutes, payloads)
     for sink, want in (case.get("digest") or {}).items():
-        problems += _digest(loaded, sinks, str(sink), payloads.get(str(sink), []), want, now)
+        problems += _digest(loaded, sinks, str(sink), payloads.get(str(sink), {}), want, now)
     verdict = f"FAIL {label}: {'; '.join(dict.fromkeys(problems))}" if problems else f"PASS {label}"
     print(verdict)
     return not problems
@@ -75,7 +76,7 @@ def _case(loaded: Loaded, sinks: Mapping[str, Sink], doc: YamlDoc, index: int, c
 
 def _judge(
     loaded: Loaded, sinks: Mapping[str, Sink], case: Mapping[str, Any], item: Item,
-    now: datetime, mutes: Sequence[Mute], payloads: dict[str, list[dict[str, Any]]],
+    now: datetime, mutes: Sequence[Mute], payloads: Payloads,
 ) -> list[str]:  # fmt: skip
     """What is wrong with ``item``'s matches, extractions, renderings and noise verdicts."""
     context = {"item": item.fields(now), "account": item.account, "now": now}
@@ -101,7 +102,7 @@ def _judge(
 
 def _render(
     loaded: Loaded, sinks: Mapping[str, Sink], match: Match, item: Item, now: datetime,
-    mutes: Sequence[Mute], payloads: dict[str, list[dict[str, Any]]], seen: dict[str, str],
+    mutes: Sequence[Mute], payloads: Payloads, seen: dict[str, str],
 ) -> None:  # fmt: skip
     """Each notification of ``match`` as its sink gets it (for digests), with its verdict."""
     ctx = loaded.renderer.context(item, now=now, rule=match.rule.name, extract=match.extract)
@@ -116,18 +117,22 @@ def _render(
                    "feed": item.feed, "kind": item.kind, "item_id": item.id, "title": title,
                    "message": message, "url": item.url, "priority": n.priority, "item": public,
                    "extract": dict(match.extract), "options": dict(n.options)}  # fmt: skip
-        payloads.setdefault(n.sink, []).append(payload)
+        payloads.setdefault(n.sink, {}).setdefault(match.rule.name, []).append(payload)
         cfg = loaded.config.sinks[n.sink]
         seen.setdefault(n.sink, outcome(match.rule, n, cfg, payload, mutes, now))
 
 
 def _digest(
-    loaded: Loaded, sinks: Mapping[str, Sink], sink: str, payloads: list[dict[str, Any]],
-    want: Any, now: datetime,
+    loaded: Loaded, sinks: Mapping[str, Sink], sink: str,
+    by_rule: Mapping[str, list[dict[str, Any]]], want: Any, now: datetime,
 ) -> list[str]:  # fmt: skip
-    if sink not in sinks or not payloads:
+    """The digest of the first rule that groups what it sends to ``sink`` (else of the
+    first that sends to it), as ``sink`` would get it."""
+    if sink not in sinks or not by_rule:
         return [f"digest to {sink}: nothing is sent to it"]
-    rule = next(r for r in loaded.rules if r.name == payloads[0]["rule"])
+    rules = [r for r in loaded.rules if r.name in by_rule]
+    rule = next((r for r in rules if any(n.group for n in r.notify if n.sink == sink)), rules[0])
+    payloads = by_rule[rule.name]
     notify = next(n for n in rule.notify if n.sink == sink)
     group = notify.group
     by = {name: str({**p["extract"], **p["item"]}.get(name, "")) for p in payloads[:1]

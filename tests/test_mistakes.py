@@ -90,6 +90,7 @@ AT_ONCE = (
     ('"http://127.0.0.1:8080/hook"', '"${HOOK_URL}"'),
 )
 CODE = "subject: {regex: '(?i)code'}"
+PH = '  phone: {type: ntfy, url: "https://ntfy.sh/alice-inbox"}'
 # fmt: off
 CASES = [
     # typos, at every level
@@ -304,6 +305,39 @@ CASES = [
     valid("rate", "account-per-second", C, "every: 30s", "every: 30s\n    rate: 10/s", "Mail.td Pro"),
     valid("rate", "sink-per-hour", C, "rate: 30/min", "rate: 100/hour", "any of s, min, hour, day"),
     valid("rate", "sink-plural-unit", C, "rate: 30/min", "rate: 30/minutes", "plural units read as singular"),
+    # noise control: quiet hours, limits, groups
+    bad("noise", "zone-typo", C, PH, PH[:-1] + ', quiet: {from: "22:00", to: "07:00", tz: Europe/Berln}}', 14,
+        "sinks.phone.quiet.tz: unknown time zone 'Europe/Berln'; closest: Europe/Berlin"),
+    bad("noise", "time", C, PH, PH[:-1] + ', quiet: {from: "10pm", to: "07:00"}}', 14,
+        "sinks.phone.quiet.from: '10pm' is not a time of day; write it as \"22:00\""),
+    bad("noise", "hour-25", C, PH, PH[:-1] + ', quiet: {from: "25:00", to: "07:00"}}', 14, "'25:00' is not a time of day"),
+    bad("noise", "same-times", C, PH, PH[:-1] + ', quiet: {from: "07:00", to: "07:00"}}', 14,
+        "from and to are the same time"),
+    bad("noise", "day", C, PH, PH[:-1] + ', quiet: {from: "22:00", to: "07:00", days: [mon, thr]}}', 14,
+        "unknown day 'thr'; allowed: mon, tue, wed, thu, fri, sat, sun"),
+    bad("noise", "except-priority", C, PH, PH[:-1] + ', quiet: {from: "22:00", to: "07:00", except: loud}}', 14,
+        "sinks.phone.quiet.except: Input should be 'min', 'low', 'default', 'high' or 'urgent'"),
+    bad("noise", "quiet-key", C, PH, PH[:-1] + ', quiet: {start: "22:00", to: "07:00"}}', 14,
+        "sinks.phone.quiet.start: unknown key"),
+    bad("noise", "limit-zero", C, PH, PH[:-1] + ", limit: 0/1h}", 14, "sinks.phone.limit: '0/1h' lets nothing through"),
+    bad("noise", "limit-words", C, PH, PH[:-1] + ", limit: 5 per hour}", 14, "'5 per hour' is not a rate"),
+    bad("noise", "group-by-field", R, "      priority: high", "      priority: high\n      group: {by: [sendr]}", 12,
+        "rule 'verification-code' notify.0.group.by.0: unknown field 'sendr'; allowed: account"),
+    bad("noise", "group-wait", R, "      priority: high", "      priority: high\n      group: {wait: soon}", 12,
+        "rule 'verification-code' notify.0.group.wait: 'soon' is not a duration"),
+    bad("noise", "group-max", R, "      priority: high", "      priority: high\n      group: {max: 0}", 12,
+        "notify.0.group.max: Input should be greater than or equal to 1"),
+    bad("noise", "group-template", R, "      priority: high", "      priority: high\n      group: {template: nope}", 12,
+        "group.template 'nope'"),
+    bad("noise", "rule-limit", R, "  stop: true", "  stop: true\n  limit: 0/10min", 14,
+        "rule 'verification-code' limit: '0/10min' lets nothing through"),
+    valid("noise", "unquoted-times", C, PH, PH[:-1] + ", quiet: {from: 22:00, to: 07:00, tz: Europe/Berlin}}",
+          "YAML 1.1 reads 22:00 as minutes (1320): taken as the time"),
+    valid("noise", "zone-case", C, PH, PH[:-1] + ', quiet: {from: "22:00", to: "07:00", tz: europe/berlin}}',
+          "a zone in other case is the zone"),
+    valid("noise", "group-by-extraction", R, "      priority: high", "      priority: high\n      group: {by: [code]}",
+          "by takes the rule's extractions too"),
+    valid("noise", "rule-group", R, "  stop: true", "  stop: true\n  group: {wait: 1m}", "a rule-level group applies to its notifies"),
     # valid on purpose
     valid("valid", "number-on-text-field", R, "    kind: email", "    kind: email\n    id: 12345", "a whole number on a text field means its digits"),
     valid("valid", "unread-null", R, "unread: true", "unread: null", "null matches upstreams without read state"),
