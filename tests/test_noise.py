@@ -100,6 +100,8 @@ async def test_forty_newsletters_become_one_digest_then_follow_ups(setup: Setup)
         assert digest["kind"] == "digest" and len(digest["items"]) == 40
         assert sorted(i["item_id"] for i in digest["items"]) == sorted(ids)
         assert digest["title"] == "newsletters: 40 notifications (account inbox)"
+        metrics = pipe.metrics.exposition().decode()
+        assert 'inboxbot_noise_control_total{sink="hooks",what="grouped"} 40.0' in metrics
         lines = digest["message"].splitlines()
         assert len(lines) == 26 and lines[0] == "• Newsletter 0" and lines[-1] == "and 15 more"
         # three more arrive: they go out one interval after the digest, together
@@ -169,6 +171,8 @@ async def test_quiet_hours_hold_until_morning_and_urgent_breaks_through(setup: S
         assert len(sent(setup)) == 1
         clock.at(datetime.fromisoformat("2026-12-05T07:00:00+01:00"))
         await cycle(pipe)
+        metrics = pipe.metrics.exposition().decode()
+        assert 'inboxbot_noise_control_total{sink="hooks",what="held"} 4.0' in metrics
     digest = sent(setup)[1]
     assert digest["kind"] == "digest" and digest["rule"] == "newsletters"
     assert sorted(i["item_id"] for i in digest["items"]) == sorted([*ids, late])
@@ -195,6 +199,8 @@ async def test_a_limit_sends_five_then_one_digest_at_the_window_end(setup: Setup
     async with pipeline(setup, clock, text, "limit: 5/10min") as pipe:
         await cycle(pipe)
         assert [b["item_id"] for b in sent(setup)] == ids[:5]
+        metrics = pipe.metrics.exposition().decode()
+        assert 'inboxbot_noise_control_total{sink="hooks",what="limited"} 35.0' in metrics
     clock.t += 300
     async with pipeline(setup, clock, text, "limit: 5/10min") as pipe:  # a restart
         await cycle(pipe)
@@ -233,6 +239,8 @@ async def test_a_mute_records_as_muted_and_cancels_the_actions(setup: Setup) -> 
         assert sent(setup) == []
         muted = pipe.store.steps((MUTED,), "hooks")
         assert len(muted) == 2
+        metrics = pipe.metrics.exposition().decode()
+        assert 'inboxbot_noise_control_total{sink="hooks",what="muted"} 2.0' in metrics
         assert {waiting(muted, clock.t)[s.id] for s in muted} == {
             f'muted by {number} (until {_hhmm(clock.t + 3600)}): "on holiday"'
         }

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.digest import build
 from bot.pipeline import Pipeline
 from bot.sinks import Notification, Sink
 from bot.sources import Feed
@@ -34,6 +35,20 @@ def rendered(sink: Sink, prefix: str, content: str, **changes: Any) -> Notificat
         "message": prefix + sink.escape(content),
     }  # fmt: skip
     return Notification(**(fields | changes))
+
+
+def digest_of_200(sink: Sink) -> Notification:
+    """A digest of 200 notifications, every one listed (``max: 200``), far beyond any
+    target's length limit: the target must still take it, cut or split to its limit."""
+    payloads = [
+        {"id": f"n{n}", "rule": "news", "account": "inbox", "feed": "messages", "kind": "email",
+         "item_id": f"m{n}", "title": f"Newsletter {n}: <b>*deals*</b> @here " + "x" * 60,
+         "message": sink.escape("body"), "url": None, "priority": "default", "item": {},
+         "extract": {}}
+        for n in range(200)
+    ]  # fmt: skip
+    return build(sink, payloads, batch="b", batch_at=0.0, listed=200, group={}, template=None,
+                 now=datetime.now(UTC))  # fmt: skip
 
 
 async def through_an_outage(pipe: Pipeline, set_down: Callable[[bool], None]) -> None:

@@ -13,7 +13,7 @@ from bot.sim.discord import DiscordSim, SimWebhook, pings
 from bot.sinks.base import Notification
 from bot.sinks.discord import ZWSP, DiscordConfig, DiscordSink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered, through_an_outage
+from tests.sinks.shared import digest_of_200, rendered, through_an_outage
 from tests.test_pipeline import mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @everyone @all <@123> <@&456> [link](http://evil) `code` ~~s~~ ||sp|| # h"
@@ -200,3 +200,12 @@ async def test_an_outage_keeps_the_notification_until_discord_is_back(
         await through_an_outage(pipe, dc.set_down)
     assert [m.content.splitlines()[0] for m in dc.messages] == ["**during the outage**"]
     assert [r.status for r in dc.requests] == [503] * 6 + [200]
+
+
+async def test_a_200_item_digest_is_cut_to_2000_characters(
+    dc: DiscordSim, session: aiohttp.ClientSession, webhook: SimWebhook
+) -> None:
+    sink = make_sink(dc, session, dc.url(webhook))
+    await sink.send(digest_of_200(sink))
+    (msg,) = dc.messages
+    assert len(msg.content) <= 2000 and msg.pings == []

@@ -14,7 +14,7 @@ from bot.sim.gotify import GotifySim, SimApp
 from bot.sinks.base import Notification
 from bot.sinks.gotify import MESSAGE_LIMIT, GotifyConfig, GotifySink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered, through_an_outage
+from tests.sinks.shared import digest_of_200, rendered, through_an_outage
 from tests.sinks.test_ntfy import INJECTION, unescaped
 from tests.test_pipeline import mail
 
@@ -249,3 +249,12 @@ async def test_markdown_keeps_a_templates_lines(
     text = make_sink(gotify, session, app.token)
     await text.send(note(text, message="line one\nline two"))
     assert gotify.messages()[1]["message"] == "line one\nline two"
+
+
+async def test_a_200_item_digest_is_taken_whole(
+    gotify: GotifySim, session: aiohttp.ClientSession, app: SimApp
+) -> None:
+    sink = make_sink(gotify, session, app.token, format="markdown")
+    await sink.send(digest_of_200(sink))
+    (message,) = gotify.messages()
+    assert "Newsletter 199" in message["message"]  # Gotify has no length limit

@@ -16,7 +16,7 @@ from bot.sim.ntfy import NtfySim
 from bot.sinks.base import Notification
 from bot.sinks.ntfy import JSON_LIMIT, MESSAGE_LIMIT, NtfyConfig, NtfySink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered, through_an_outage
+from tests.sinks.shared import digest_of_200, rendered, through_an_outage
 from tests.test_pipeline import mail
 
 TOPIC = "alice-inbox"
@@ -318,3 +318,12 @@ async def test_markdown_keeps_a_templates_lines(
     await sink.send(note(sink, message="**Code** 123456\nfrom bob\n\nsecond paragraph"))
     (shown,) = ntfy.messages()
     assert shown["message"] == "**Code** 123456  \nfrom bob\n\nsecond paragraph"
+
+
+async def test_a_200_item_digest_is_taken_within_the_size_limit(
+    ntfy: NtfySim, session: aiohttp.ClientSession, token: str
+) -> None:
+    sink = make_sink(ntfy, session, token=token, format="markdown")
+    await sink.send(digest_of_200(sink))
+    (message,) = ntfy.messages()
+    assert len(message["message"].encode()) <= 4096 and "Newsletter 0" in message["message"]

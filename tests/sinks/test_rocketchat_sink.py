@@ -22,7 +22,7 @@ from bot.sinks.rocketchat import (
     units,
 )
 from tests.conftest import Setup
-from tests.sinks.shared import deliver_round
+from tests.sinks.shared import deliver_round, digest_of_200
 
 T0 = 1_700_000_000.0
 TOKEN = "pat-5ecret-Tok3n-do-not-show"
@@ -252,3 +252,12 @@ async def test_an_outage_keeps_the_notification_until_the_server_is_back(
         await deliver_round(pipe, 7)
         assert pipe.store.outbox_depth() == 0
     assert texts(rc, bot, alice) == [("inboxbot", "*Outage ∗now∗*\nBody of @\u200ball")]
+
+
+async def test_a_200_item_digest_is_taken_within_the_server_limit(
+    session: aiohttp.ClientSession, rc: RocketChatSim, bot: SimUser, alice: SimUser
+) -> None:
+    sink = make_sink(session, rc, bot)
+    await sink.send(digest_of_200(sink))
+    (text,) = [m.text for m in rc.messages.values()]
+    assert len(text) <= 5000 and "Newsletter 0" in text

@@ -13,7 +13,7 @@ from bot.sim.slack import SimWebhook, SlackSim, formatted
 from bot.sinks.base import Notification
 from bot.sinks.slack import ZWSP, SlackConfig, SlackSink
 from tests.conftest import Setup
-from tests.sinks.shared import rendered, through_an_outage
+from tests.sinks.shared import digest_of_200, rendered, through_an_outage
 from tests.test_pipeline import mail
 
 INJECTION = "*bold* _x_ <b>x</b> @here @all <!here> <@U123> <http://evil|link> [link](http://evil) `code` ~s~ a & b"
@@ -192,3 +192,12 @@ async def test_an_outage_keeps_the_notification_until_slack_is_back(
         await through_an_outage(pipe, sl.set_down)
     assert [m.text.splitlines()[0] for m in sl.messages] == ["*during the outage*"]
     assert [r.status for r in sl.requests] == [503] * 6 + [200]
+
+
+async def test_a_200_item_digest_is_taken_within_the_limit(
+    sl: SlackSim, session: aiohttp.ClientSession, webhook: SimWebhook
+) -> None:
+    sink = make_sink(session, sl.url(webhook))
+    await sink.send(digest_of_200(sink))
+    (msg,) = sl.messages
+    assert "Newsletter 0" in msg.text and msg.pings == [] and len(msg.text) <= 40000

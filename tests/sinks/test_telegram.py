@@ -13,7 +13,7 @@ from bot.sim.telegram import TelegramSim, parse
 from bot.sinks.base import Notification
 from bot.sinks.telegram import LIMIT, TelegramConfig, TelegramSink, split_message
 from tests.conftest import Setup
-from tests.sinks.shared import rendered, through_an_outage
+from tests.sinks.shared import digest_of_200, rendered, through_an_outage
 from tests.test_pipeline import mail
 
 CHAT = "123456789"
@@ -278,3 +278,13 @@ async def test_an_outage_keeps_the_notification_until_telegram_is_back(
         await through_an_outage(pipe, tg.set_down)
     assert [m.text.splitlines()[0] for m in tg.messages] == ["during the outage"]
     assert [r.status for r in tg.requests] == [503] * 6 + [200]
+
+
+async def test_a_200_item_digest_is_split_within_the_limit(
+    tg: TelegramSim, session: aiohttp.ClientSession, token: str
+) -> None:
+    sink = make_sink(tg, session, token)
+    await sink.send(digest_of_200(sink))
+    assert len(tg.messages) > 1
+    assert all(len(m.payload["text"].encode("utf-16-le")) // 2 <= LIMIT for m in tg.messages)
+    assert "Newsletter 199" in tg.messages[-1].payload["text"]
