@@ -201,6 +201,8 @@ async def test_a_limit_sends_five_then_one_digest_at_the_window_end(setup: Setup
         assert [b["item_id"] for b in sent(setup)] == ids[:5]
         metrics = pipe.metrics.exposition().decode()
         assert 'inboxbot_noise_control_total{sink="hooks",what="limited"} 35.0' in metrics
+        notes = set(waiting(pipe.store.steps((PENDING,), "hooks"), clock.t).values())
+        assert notes == {f"held: limit 5/10min reached, sends at {_hhmm(clock.t + 600)}"}
     clock.t += 300
     async with pipeline(setup, clock, text, "limit: 5/10min") as pipe:  # a restart
         await cycle(pipe)
