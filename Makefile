@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/burst.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/scale.py --seconds 30
+	$(BIN)/python bench/digest.py
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
 	systemd/check.sh
