@@ -363,9 +363,12 @@ class Store:
             )
 
     def retry_step(self, step_id: str, *, due_at: float, error: str) -> None:
+        """Tried and refused: due again at ``due_at``; a held step's reason is over (it
+        waits for its retry now), one sent by hand stays so."""
         self.db.execute(
-            "UPDATE steps SET attempts=attempts+1, due_at=?, last_error=? WHERE id=?",
-            (due_at, error, step_id),
+            "UPDATE steps SET attempts=attempts+1, due_at=?, last_error=?, "
+            "reason=CASE WHEN reason=? THEN reason END WHERE id=?",
+            (due_at, error, FORCED, step_id),
         )
 
     def cancel_actions(self, feed: str, item_id: str, rule: str, *, now: float) -> None:

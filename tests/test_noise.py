@@ -315,3 +315,23 @@ async def test_retry_sends_a_held_step_at_once(setup: Setup) -> None:
 
 def _hhmm(at: float) -> str:
     return datetime.fromtimestamp(at).astimezone().strftime("%H:%M")
+
+
+async def test_a_refused_digest_is_retried_whole_with_the_same_id(setup: Setup) -> None:
+    clock = FakeClock(datetime(2026, 12, 4, 10, 0, tzinfo=UTC))
+    ids = mails(setup, 3)
+    async with pipeline(setup, clock, rules(GROUP)) as pipe:
+        await cycle(pipe)
+        setup.hook.fail(503)
+        clock.t += 31
+        await cycle(pipe)
+        assert sent(setup) == []
+        steps = pipe.store.steps((PENDING,), "hooks")
+        assert waiting(steps, clock.t) == {}  # waiting for a retry now, not held
+        more = mails(setup, 1, "Joins the next one")
+        clock.t += 60
+        await cycle(pipe)
+        (follow_up,) = pipe.store.steps((PENDING,), "hooks")  # one interval after the digest
+    (digest,) = sent(setup)
+    assert sorted(i["item_id"] for i in digest["items"]) == sorted(ids)
+    assert setup.hook.keys[digest["id"]] == 1 and follow_up.item_id == more[0]
