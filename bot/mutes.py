@@ -14,7 +14,6 @@ with ``--defer`` it is held instead and sent as one digest when the mute ends.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,15 +21,13 @@ from pathlib import Path
 from bot.app import Loaded
 from bot.conditions import FIELDS
 from bot.config import parse_duration
-from bot.errors import InboxbotError
 from bot.held import Held, Mute
-from bot.outbox import span
-from bot.store import Store, StoreError
+from bot.outbox import OutboxError, on_state, span
 
 COMMANDS = ("mute", "mutes", "unmute")  # their help: bot.cli.COMMANDS
 
 
-class MuteError(InboxbotError):
+class MuteError(OutboxError):
     """A mute that names what does not exist, or has no end."""
 
 
@@ -60,18 +57,9 @@ def add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, loaded: Loaded, state: Path) -> int:
     """Run one of ``COMMANDS``; 1 with the reason on stderr when it cannot."""
-    try:
-        if args.command != "mute" and not state.exists():
-            raise MuteError(f"{state}: no state file here, so no mute either")
-        store = Store(state)
-        try:
-            print(run(args, loaded, Held(store), time.time()))
-        finally:
-            store.close()
-    except (MuteError, StoreError) as err:
-        print(f"inboxbot {args.command}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return on_state(args.command, state,
+                    lambda store: print(run(args, loaded, Held(store), time.time())),
+                    create=args.command == "mute")  # fmt: skip
 
 
 def run(args: argparse.Namespace, loaded: Loaded, held: Held, now: float) -> str:

@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,19 +59,28 @@ def add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, loaded: Loaded, state: Path) -> int:
     """Run one of ``COMMANDS``; 1 with the reason on stderr when it cannot."""
+    return on_state(args.command, state,
+                    lambda store: run(args, loaded, store, time.time(), holder(state)))  # fmt: skip
+
+
+def on_state(
+    command: str, state: Path, work: Callable[[Store], None], *, create: bool = False
+) -> int:
+    """``work`` on the state database (which must exist unless ``create``); 1 with the
+    reason on stderr when it cannot."""
     try:
-        if not state.exists():
+        if not create and not state.exists():
             raise OutboxError(
                 f"{state}: no state file here (the daemon has not run yet, or --state, "
                 "INBOXBOT_STATE or state: names another)"
             )
         store = Store(state)
         try:
-            run(args, loaded, store, time.time(), holder(state))
+            work(store)
         finally:
             store.close()
     except (OutboxError, StoreError) as err:
-        print(f"inboxbot {args.command}: {err}", file=sys.stderr)
+        print(f"inboxbot {command}: {err}", file=sys.stderr)
         return 1
     return 0
 
