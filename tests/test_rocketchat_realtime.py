@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.errors import RemoteError
 from bot.http import Limiters
 from bot.sim.rocketchat import RocketChatSim, SimRoom, SimUser
 from bot.sources import ddp
@@ -82,7 +83,10 @@ class Daemon:
             await self._woken.wait()
             self._woken.clear()
             _, cursor = self.store.cursor(FEED)
-            result = await self.src.poll("dms", cursor, lambda ids: self.store.known(FEED, ids))
+            try:
+                result = await self.src.poll("dms", cursor, lambda i: self.store.known(FEED, i))
+            except RemoteError:  # the daemon polls again later; here: at the next wake
+                continue
             fresh = self.store.known(FEED, [i.id for i in result.items])
             new = [i.id for i in result.items if i.id not in fresh]
             self.store.record_poll(FEED, result.items, result.cursor, now=time.time(), skip=False)
@@ -197,6 +201,22 @@ async def test_a_dropped_socket_while_messages_arrive_loses_none_and_repeats_non
     assert rc.stream.connects == 4
     drops = [r for r in d.reports if not r[0]]
     assert len(drops) == 3 and all(r[1].startswith("realtime stream down: ") for r in drops)
+
+
+async def test_a_server_down_for_a_while_is_caught_up_on_when_back(
+    rc: RocketChatSim, me: SimUser, bob: SimUser, dm: SimRoom, store: Store,
+    session: aiohttp.ClientSession,
+) -> None:  # fmt: skip
+    auth = {"user_id": me.id, "token": me.token}
+    async with Daemon(source(rc.base_url, session, auth), store) as d:
+        await until(lambda: connected(d) and len(d.new_per_poll) == 1)
+        rc.set_down(True)  # a restart: sockets cut, the upgrade answered 503 meanwhile
+        await until(lambda: (False, "realtime stream down: HTTP 503 on the WebSocket upgrade")
+                    in d.reports)  # fmt: skip
+        while_down = [rc.add_message(dm, bob, f"while down {n}").id for n in range(3)]
+        rc.set_down(False)
+        await until(lambda: set(while_down) <= set(d.found))
+    assert d.reports[-1] == (True, "realtime stream")
 
 
 async def test_a_revoked_session_logs_in_again_with_the_password(

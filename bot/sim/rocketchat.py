@@ -445,6 +445,7 @@ class RocketChatSim(SimServer):
         router.add_post("/_sim/users", self._ctl_user)
         router.add_post("/_sim/rooms", self._ctl_room)
         router.add_post("/_sim/messages", self._ctl_message)
+        router.add_post("/_sim/sockets/drop", self._ctl_drop_sockets)
 
     def caller(self, request: web.Request) -> str | None:
         return request.headers.get("X-User-Id")
@@ -719,6 +720,11 @@ class RocketChatSim(SimServer):
         )  # fmt: skip
         return web.json_response({"id": msg.id}, status=201)
 
+    async def _ctl_drop_sockets(self, request: web.Request) -> web.Response:
+        dropped = len(self.stream.sockets)
+        self.drop_sockets()
+        return web.json_response({"dropped": dropped})
+
 
 def _ok(data: dict[str, Any]) -> web.Response:
     return web.json_response({**data, "success": True})
@@ -840,8 +846,9 @@ async def demo(rng: random.Random) -> AsyncIterator[Callable[[], object]]:
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     sim = RocketChatSim(
-        version=args.server_version, rate_limit=args.rate_limit, rate_period=args.rate_period
-    )
+        version=args.server_version, rate_limit=args.rate_limit, rate_period=args.rate_period,
+        realtime=not args.no_realtime,
+    )  # fmt: skip
     me = sim.add_user(args.username, password=args.password)
     seed_demo(sim, me, random.Random(args.seed))
 
@@ -859,6 +866,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--server-version", default="7.10.0", help="8.0+ changes 401 bodies")
     parser.add_argument("--rate-limit", type=int, default=10, help="calls per route and window")
     parser.add_argument("--rate-period", type=float, default=60.0, help="window in seconds")
+    parser.add_argument("--no-realtime", action="store_true", help="404 on /websocket")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

@@ -12,7 +12,8 @@ subscription]``, dates as ``{"$date": ms}``) whenever a subscription of the user
 Other publications get Meteor's 404 ``nosub``.
 
 Tests drive it through ``RocketChatSim``: ``realtime=False`` answers the upgrade with a 404,
-``drop_sockets()`` cuts every connection, ``ping_every`` makes the server ping.
+``drop_sockets()`` (``POST /_sim/sockets/drop``) cuts every connection, ``set_down(True)``
+too (the upgrade then answers 503), ``stream.ping_every`` makes the server ping.
 """
 
 from __future__ import annotations
