@@ -317,6 +317,15 @@ async def test_a_peer_that_stops_answering_is_dropped(session: aiohttp.ClientSes
     assert time.monotonic() - started < 1.0
 
 
+async def test_a_call_without_an_answer_is_a_drop(session: aiohttp.ClientSession) -> None:
+    async with (
+        SilentWebSocket(answer_connect=True) as url,
+        ddp.connect(session, f"{url}/websocket", within=0.2) as conn,
+    ):
+        with pytest.raises(ddp.Dropped, match=r"no answer to login within 0\.2 s"):
+            await conn.call("login", [{"resume": "t"}])
+
+
 async def test_our_pings_keep_a_quiet_connection(
     rc: RocketChatSim, me: SimUser, session: aiohttp.ClientSession
 ) -> None:

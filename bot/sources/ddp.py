@@ -53,8 +53,10 @@ class MethodError(DdpError):
 class Connection:
     """One connected DDP session; made by ``connect``."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, ping_every: float) -> None:
-        self._ws, self._ping_every = ws, ping_every
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, ping_every: float, within: float
+    ) -> None:
+        self._ws, self._ping_every, self._within = ws, ping_every, within
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._events: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -88,7 +90,10 @@ class Connection:
         self._waiting[ident] = answer
         try:
             await self._send({**message, "id": ident})
-            return await answer
+            return await asyncio.wait_for(answer, self._within)
+        except TimeoutError:
+            what = message.get("method") or message.get("name")
+            raise Dropped(f"no answer to {what} within {self._within:g} s") from None
         finally:
             self._waiting.pop(ident, None)
 
@@ -179,17 +184,16 @@ async def connect(
     headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Connection]:
     """A DDP session on ``url`` (``http(s)://…/websocket``), closed on leaving; ``within``
-    seconds for the upgrade, the handshake and the close each."""
+    seconds for the upgrade, the handshake, each call's answer and the close."""
     ws = await _open(session, url, within, headers or {})
-    conn = Connection(ws, ping_every)
+    conn = Connection(ws, ping_every, within)
     reader = asyncio.create_task(conn.read())
     try:
         await conn.handshake(within)
         yield conn
     finally:
         reader.cancel()
-        with suppress(asyncio.CancelledError):
-            await reader
+        await asyncio.wait({reader})  # never swallows a cancellation of this task
         with suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
             await asyncio.wait_for(ws.close(), within)
 
