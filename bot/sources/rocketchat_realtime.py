@@ -21,7 +21,8 @@ That event, and no other, is the signal:
 Nothing is taken from the event itself: the poll that it starts finds the message, and
 the same poll runs once after every (re)connect and login, catching up on whatever came
 while the socket was down. Reconnects back off from 0.5 s to 30 s with jitter; a refused
-login waits 5 minutes; a server without the stream is tried again every 10 minutes.
+login waits 5 minutes; a server without the stream is tried again every 10 minutes. Each
+change of state is reported once, and the daemon logs it (``bot.push``).
 """
 
 from __future__ import annotations
@@ -135,19 +136,20 @@ class Stream:
             raise ddp.NoStream(f"stream-notify-user {EVENT} refused: {err.reason}") from None
 
     def _up(self) -> None:
-        self._tell(True, CONNECTED, "realtime stream connected")
+        self._tell(True, CONNECTED)
 
     def _down(self, why: str, delay: float) -> float:
-        self._tell(False, why, why)
+        self._tell(False, why)
         return delay
 
-    def _tell(self, connected: bool, what: str, line: str) -> None:
-        """Report every change of state; log it once (a retry that fails alike is quiet)."""
+    def _tell(self, connected: bool, what: str) -> None:
+        """Report each change of state once (a retry that fails alike is quiet); the
+        daemon logs what is reported, so the line is not logged here too."""
         if self._last == (connected, what):
             return
         self._last = (connected, what)
         self.report(connected, what)
-        (log.info if connected else log.warning)(line, extra=fields(account=self.source.name))
+        log.debug("realtime: %s", what, extra=fields(account=self.source.name))
 
     def _backoff(self) -> float:
         self._failures += 1
