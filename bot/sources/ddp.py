@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 CONNECT = {"msg": "connect", "version": "1", "support": ["1"]}
+CLOSE_WITHIN = 1.0  # a stopping daemon waits for no dead peer's close frame
 Message = dict[str, Any]
 
 
@@ -184,7 +185,7 @@ async def connect(
     headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Connection]:
     """A DDP session on ``url`` (``http(s)://…/websocket``), closed on leaving; ``within``
-    seconds for the upgrade, the handshake, each call's answer and the close."""
+    seconds for the upgrade, the handshake and each call's answer."""
     ws = await _open(session, url, within, headers or {})
     conn = Connection(ws, ping_every, within)
     reader = asyncio.create_task(conn.read())
@@ -195,14 +196,14 @@ async def connect(
         reader.cancel()
         await asyncio.wait({reader})  # never swallows a cancellation of this task
         with suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
-            await asyncio.wait_for(ws.close(), within)
+            await asyncio.wait_for(ws.close(), CLOSE_WITHIN)
 
 
 async def _open(
     session: aiohttp.ClientSession, url: str, within: float, headers: Mapping[str, str]
 ) -> aiohttp.ClientWebSocketResponse:
     # no receive timeout: the reader pings instead
-    ws_timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=within)
+    ws_timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_WITHIN)
     try:
         opening = session.ws_connect(url, timeout=ws_timeout, headers=headers)
         return await asyncio.wait_for(opening, within)
