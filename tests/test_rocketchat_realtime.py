@@ -296,6 +296,19 @@ async def test_a_websocket_that_does_not_speak_ddp_is_no_stream(
     assert not ok and what.startswith("server has no realtime stream (no DDP answer")
 
 
+async def test_watch_stops_at_once_when_cancelled_mid_login(
+    session: aiohttp.ClientSession, store: Store
+) -> None:
+    async with SilentWebSocket(answer_connect=True) as url:
+        src = source(url, session, {"user_id": "u1", "token": "t1"}, timeout="30s")
+        daemon = Daemon(src, store)
+        await daemon.__aenter__()
+        await asyncio.sleep(0.2)  # logging in, and never answered
+        started = time.monotonic()
+        await daemon.__aexit__()
+    assert time.monotonic() - started < 1.5 and daemon.reports == []
+
+
 # The DDP client itself: pings both ways.
 
 
