@@ -101,11 +101,17 @@ def test_exactly_one_way_to_log_in(auth: dict[str, str]) -> None:
         RocketChatAccount.model_validate({"type": "rocketchat", **auth})
 
 
-def test_realtime_is_accepted_and_polls() -> None:
+async def test_realtime_is_off_by_default_and_pushes_when_on(
+    session: aiohttp.ClientSession,
+) -> None:
     config = RocketChatAccount.model_validate(
         {"type": "rocketchat", "user_id": "u", "token": "t", "realtime": True}
     )
     assert config.realtime and config.every == timedelta(minutes=1) and config.rate == (10, 60.0)
+    default = RocketChatAccount.model_validate({"type": "rocketchat", "user_id": "u", "token": "t"})
+    assert not default.realtime
+    assert RocketChatSource("work", config, session, Limiters()).pushes("dms")
+    assert not RocketChatSource("work", default, session, Limiters()).pushes("dms")
 
 
 # Polling.

@@ -11,8 +11,10 @@ first and thread replies hidden unless ``showThreadMessages=true``, ``messages``
 over ``Message_MaxAllowedSize``, 5,000 UTF-16 units by default, as ``processWebhookMessage``
 checks it; accepted bodies kept in ``posted``), HTTP 400 ``errorType`` answers, and the default
 rate limit: 10 calls per 60 s per client IP, route and method, in a fixed window counted before the
-check, with ``X-RateLimit-Limit/-Remaining/-Reset`` (epoch ms) and the 429 body. On top: queued
-faults, a "down" switch, a request log and an unauthenticated ``/_sim/`` control API.
+check, with ``X-RateLimit-Limit/-Remaining/-Reset`` (epoch ms) and the 429 body. The realtime
+API (DDP at ``/websocket``, ``rocketchat_ddp``) pushes ``subscriptions-changed`` as they change.
+On top: queued faults, a "down" switch, a request log and an unauthenticated ``/_sim/`` control
+API.
 
     python -m bot.sim.rocketchat --port 3000
 """
@@ -47,6 +49,7 @@ from bot.sim.base import (
     serve_until_stopped,
     simulator_parser,
 )
+from bot.sim.rocketchat_ddp import SimStream, ejson_dates
 
 API = "/api/v1/"
 DEFAULT_COUNT, MAX_COUNT = 50, 100
@@ -206,7 +209,9 @@ class RocketChatSim(SimServer):
     """The simulated server: state, the aiohttp app and the control API tests drive.
 
     ``version`` picks the 401/403 bodies (before or from 8.0); ``rate_limit`` calls per
-    ``rate_period`` seconds per IP, route and method (the server default: 10 per 60 s).
+    ``rate_period`` seconds per IP, route and method (the server default: 10 per 60 s);
+    ``realtime=False``: no realtime API (``/websocket`` answers 404, as behind a proxy
+    without WebSocket).
     The request log names callers by ``X-User-Id`` and is read per route (``requests_to``).
 
     Fault params: ``latency`` takes ``seconds``; ``status`` takes ``status``, ``error`` and
@@ -223,8 +228,11 @@ class RocketChatSim(SimServer):
         rate_limit: int = 10,
         rate_period: float = 60.0,
         clock: Callable[[], float] = time.time,
+        realtime: bool = True,
     ) -> None:
         super().__init__(clock)
+        self.realtime = realtime
+        self.stream = SimStream(self._resume)
         self.version = version
         self.rate_limit, self.rate_period = rate_limit, rate_period
         self.max_message_size = 5000  # Message_MaxAllowedSize
@@ -268,6 +276,20 @@ class RocketChatSim(SimServer):
     def revoke(self, user: SimUser) -> None:
         """Every token of ``user`` stops working (logout everywhere, PAT removed)."""
         user.tokens.clear()
+        self.stream.drop(user.id)
+
+    def drop_sockets(self) -> None:
+        """Cut every realtime connection (a restart, a proxy reload); clients reconnect."""
+        self.stream.drop()
+
+    def set_down(self, down: bool) -> None:
+        super().set_down(down)
+        if down:
+            self.drop_sockets()
+
+    async def stop(self) -> None:
+        self.drop_sockets()
+        await super().stop()
 
     def direct(self, *members: SimUser | str) -> SimRoom:
         """The DM between ``members`` (1:1 or group), created with its subscriptions."""
@@ -323,11 +345,13 @@ class RocketChatSim(SimServer):
         if (room.id, user.id) in self.subscriptions:
             mine = self.subscriptions[(room.id, user.id)]
             mine.lr, mine.updated_at = now, now
+            self._changed(mine)
         return msg
 
     def mark_read(self, room: SimRoom | str, user: SimUser | str) -> None:
         sub, now = self.subscription(room, user), self.now()
         sub.ls, sub.unread, sub.alert, sub.tunread, sub.updated_at = now, 0, False, [], now
+        self._changed(sub)
 
     def requests_to(self, route: str, method: str | None = None) -> list[SimRequest]:
         """The logged requests to ``route`` (e.g. ``dm.history``)."""
@@ -393,6 +417,16 @@ class RocketChatSim(SimServer):
             if thread and thread not in sub.tunread:
                 sub.tunread.append(thread)
             sub.alert, sub.open, sub.updated_at = True, True, now
+            self._changed(sub)
+
+    def _changed(self, sub: SimSubscription) -> None:
+        """What the server's ``notifyOnSubscriptionChanged`` broadcasts after the write."""
+        record = ejson_dates(sub.json(), ("ts", "_updatedAt", "ls", "lr"))
+        self.stream.emit(sub.user.id, "subscriptions-changed", ["updated", record])
+
+    def _resume(self, token: str) -> str | None:
+        user = self._credentials_user({"resume": token})
+        return user.id if user else None
 
     # The HTTP application.
 
@@ -407,9 +441,11 @@ class RocketChatSim(SimServer):
             router.add_get(f"{API}{prefix}.history", self._dm_history, name=f"{prefix}.history")
             router.add_get(f"{API}{prefix}.messages", self._dm_messages, name=f"{prefix}.messages")
         router.add_post(API + "chat.postMessage", self._post_message)
+        router.add_get("/websocket", self._websocket, name="websocket")
         router.add_post("/_sim/users", self._ctl_user)
         router.add_post("/_sim/rooms", self._ctl_room)
         router.add_post("/_sim/messages", self._ctl_message)
+        router.add_post("/_sim/sockets/drop", self._ctl_drop_sockets)
 
     def caller(self, request: web.Request) -> str | None:
         return request.headers.get("X-User-Id")
@@ -436,6 +472,8 @@ class RocketChatSim(SimServer):
     async def serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return _ApiError(404, "Resource not found").response()
+        if request.path == "/websocket":  # DDP has its own login and limits
+            return await handler(request)
         reset_at, calls = self._count(request)
         if calls > self.rate_limit:
             return self._too_many(reset_at)
@@ -492,6 +530,9 @@ class RocketChatSim(SimServer):
         return _ApiError(401, error, extra={"status": "error", "message": message})
 
     # API handlers.
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        return await self.stream.serve(request) if self.realtime else proxy_page(404)
 
     async def _login(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -679,6 +720,11 @@ class RocketChatSim(SimServer):
         )  # fmt: skip
         return web.json_response({"id": msg.id}, status=201)
 
+    async def _ctl_drop_sockets(self, request: web.Request) -> web.Response:
+        dropped = len(self.stream.sockets)
+        self.drop_sockets()
+        return web.json_response({"dropped": dropped})
+
 
 def _ok(data: dict[str, Any]) -> web.Response:
     return web.json_response({**data, "success": True})
@@ -800,8 +846,9 @@ async def demo(rng: random.Random) -> AsyncIterator[Callable[[], object]]:
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     sim = RocketChatSim(
-        version=args.server_version, rate_limit=args.rate_limit, rate_period=args.rate_period
-    )
+        version=args.server_version, rate_limit=args.rate_limit, rate_period=args.rate_period,
+        realtime=not args.no_realtime,
+    )  # fmt: skip
     me = sim.add_user(args.username, password=args.password)
     seed_demo(sim, me, random.Random(args.seed))
 
@@ -819,6 +866,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--server-version", default="7.10.0", help="8.0+ changes 401 bodies")
     parser.add_argument("--rate-limit", type=int, default=10, help="calls per route and window")
     parser.add_argument("--rate-period", type=float, default=60.0, help="window in seconds")
+    parser.add_argument("--no-realtime", action="store_true", help="404 on /websocket")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(args))
 

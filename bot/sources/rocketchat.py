@@ -20,9 +20,9 @@ and system messages are never items. The cursor is JSON: the newest subscription
 most 200 rooms).
 
 Rocket.Chat allows 10 calls per minute per route and client IP by default, so each route
-has its own limiter, shared by every account on the server. ``realtime: true`` is accepted
-(DESIGN: "websocket where the server allows it, polling as fallback"), but the websocket is
-not implemented yet: such an account polls, and says so once in the log.
+has its own limiter, shared by every account on the server. With ``realtime: true`` the
+account also keeps the server's DDP WebSocket, which wakes the poll when a DM changes
+(``rocketchat_realtime``); the feed is polled at ``every`` while that stream is down.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from bot.config import AccountConfig, HttpUrl, Interval, parse_rate, show_rate
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Limiters, Response, classify
 from bot.item import Attachment, Item
-from bot.logs import fields
-from bot.sources.base import Known, PollResult, Source, nothing_known
+from bot.sources.base import Known, PollResult, Report, Source, Wake, nothing_known
+from bot.sources.rocketchat_realtime import Stream, every_of
 from bot.text import find_links
 
 log = logging.getLogger("inboxbot.sources.rocketchat")
@@ -169,8 +169,23 @@ class RocketChatSource(Source):
         self.user_id = config.user_id
         self.auth_token = config.token.get_secret_value() if config.token else None
         self._login_lock = asyncio.Lock()
-        if config.realtime:
-            log.info("realtime not implemented yet: polling", extra=fields(account=name))
+
+    # --- push ----------------------------------------------------------------------------
+
+    def pushes(self, feed: str) -> bool:
+        return self.account.realtime
+
+    async def watch(self, feed: str, wake: Wake, report: Report) -> None:
+        await Stream(self, every_of(self, feed), wake, report).run()
+
+    async def session_token(self, refused: str | None = None) -> str:
+        """The token the realtime login resumes: the configured one, or one from a
+        password login (a new one when ``refused`` was refused)."""
+        if self.auth_token is None or self.auth_token == refused:
+            await self._login(refused=self.auth_token)
+        if self.auth_token is None:
+            raise AuthError("no token to log in with", service=self.name)
+        return self.auth_token
 
     # --- poll ----------------------------------------------------------------------------
 
