@@ -1,0 +1,101 @@
+"""Push latency through `inboxbot run`: the time from a message arriving upstream to the
+webhook receiving its notification, p50/p99 over N messages (default 200), one at a time.
+The daemon runs as a user runs it (a child process, a configuration file); the upstream
+and the receiver run in this process on 127.0.0.1, so their clocks are one.
+
+    .venv/bin/python bench/push_latency.py rocketchat [--messages 200]
+    .venv/bin/python bench/push_latency.py imap [--messages 200]      # needs Dovecot
+
+The feed polls every 10 minutes: whatever arrives sooner was pushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.sim.rocketchat import RocketChatSim
+from bot.sim.webhook import HookReceiver
+
+RULES = '- name: any\n  notify: [{sink: hooks, title: "x", message: "{{ item.subject }}"}]\n'
+Upstream = tuple[str, Callable[[int], Awaitable[None]]]  # (account YAML, send message n)
+
+
+@asynccontextmanager
+async def rocketchat() -> AsyncIterator[Upstream]:
+    async with RocketChatSim(rate_limit=100_000) as rc:
+        me, bob = rc.add_user("alice", "Alice", token="t"), rc.add_user("bob", "Bob")
+        dm = rc.direct(me, bob)
+
+        async def send(n: int) -> None:
+            rc.add_message(dm, bob, f"message {n}")
+
+        account = (f"type: rocketchat, base_url: {rc.base_url}, user_id: {me.id}, token: t, "
+                   "every: 10m, realtime: true, rate: 100000/min")  # fmt: skip
+        yield account, send
+
+
+@asynccontextmanager
+async def imap() -> AsyncIterator[Upstream]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.servers.dovecot import Dovecot  # the tests' launcher of a real Dovecot
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Dovecot(Path(tmp)) as server:
+
+            async def send(n: int) -> None:
+                await server.append("INBOX", f"Subject: message {n}\r\n\r\nbody {n}\r\n")
+
+            yield server.account_yaml(every="10m"), send
+
+
+async def measure(upstream: Callable[[], Awaitable[object]], name: str, count: int) -> None:
+    hook = HookReceiver()
+    await hook.start()
+    async with upstream() as (account, send):  # type: ignore[attr-defined]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "rules.yaml").write_text(RULES)
+            (folder / "inboxbot.yaml").write_text(
+                f"accounts:\n  src: {{{account}}}\nsinks:\n  hooks: {{type: webhook, "
+                f'url: "{hook.url}", rate: 100000/s}}\nrules: [rules.yaml]\nbacklog: skip\n'
+            )
+            env = {**os.environ, "INBOXBOT_LISTEN": "", "INBOXBOT_LOG_LEVEL": "warning"}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "--config", str(folder / "inboxbot.yaml"), "run",
+                env=env, cwd=folder,
+            )  # fmt: skip
+            try:
+                await asyncio.sleep(3)  # connected and the first poll done
+                latencies = []
+                for n in range(count):
+                    started = time.perf_counter()
+                    await send(n)
+                    while len(hook.received) <= n:
+                        await asyncio.sleep(0.0005)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    await asyncio.sleep(0.01)
+            finally:
+                proc.terminate()
+                await proc.wait()
+    await hook.stop()
+    q = statistics.quantiles(latencies, n=100)
+    print(f"push_latency: {name} {count} messages, arrival → webhook ms  "
+          f"p50 {q[49]:.1f}  p99 {q[98]:.1f}  max {max(latencies):.1f}  (goal p99 ≤ 50)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("upstream", choices=["rocketchat", "imap"])
+    parser.add_argument("--messages", type=int, default=200)
+    args = parser.parse_args()
+    chosen = rocketchat if args.upstream == "rocketchat" else imap
+    asyncio.run(measure(chosen, args.upstream, args.messages))
