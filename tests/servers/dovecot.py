@@ -4,6 +4,7 @@
 
     with running_dovecot() as server:     # pytest.skip()s when Dovecot is not installed
         server.ports["plain"], server.ports["tls"]
+        user = server.new_user()          # a mailbox of its own for each test
         server.stop(); server.start()     # a restart, on the same ports
 
 Dovecot runs in the foreground (``dovecot -F -c CONF``) and is stopped by its PID. Run as
@@ -34,6 +35,7 @@ from tests.conftest import free_port
 INSTALL_HINT = "Dovecot not installed: run tests/servers/install.sh (needs root)"
 USERNAME = "alice@example.org"
 PASSWORD = "s3cret-imap-pass"
+USERS = 50  # one mailbox per test
 
 Listener = Literal["plain", "tls"]
 
@@ -51,7 +53,15 @@ class Dovecot:
         self.ports: dict[Listener, int] = {"plain": free_port(), "tls": free_port()}
         self.ca_file = workdir / "cert.pem"  # self-signed: the certificate is its own CA
         self._proc: subprocess.Popen[bytes] | None = None
+        self._count = 0
         self._configure()
+
+    def new_user(self) -> str:
+        """A user no test had yet (same password): made beforehand, as Dovecot may not see
+        a passwd-file changed twice in one second."""
+        self._count += 1
+        assert self._count <= USERS, "more users than made: raise USERS"
+        return f"user{self._count}@example.org"
 
     def _users(self) -> tuple[str, str, pwd.struct_passwd]:
         """(login user, internal user, the user owning the mail)."""
@@ -67,7 +77,8 @@ class Dovecot:
         run += ["-keyout", str(w / "key.pem"), "-out", str(self.ca_file)]
         subprocess.run(run, check=True, capture_output=True)
         login, internal, owner = self._users()
-        (w / "users").write_text(f"{USERNAME}:{{PLAIN}}{PASSWORD}::::::\n")
+        names = [USERNAME] + [f"user{n}@example.org" for n in range(1, USERS + 1)]
+        (w / "users").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in names))
         (w / "mail").mkdir()
         (w / "dovecot.conf").write_text(
             f"""\
@@ -110,12 +121,6 @@ service imap-login {{
     port = {self.ports["tls"]}
     ssl = yes
   }}
-}}
-service anvil {{
-  chroot =
-}}
-service imap-login {{
-  chroot =
 }}
 """
         )
