@@ -19,7 +19,6 @@ from bot.app import load, running
 from bot.errors import AuthError, ConfigErrors, GoneError, PermanentError, TransientError
 from bot.http import Limiters
 from bot.sim.webhook import HookReceiver
-from bot.sources import Feed
 from bot.sources.imap import ImapAccount, ImapSource
 from tests.servers.dovecot import PASSWORD, Dovecot, running_dovecot
 
@@ -59,7 +58,7 @@ class Box:
 
         def read(conn: imaplib.IMAP4) -> dict[int, str]:
             conn.select(folder)
-            status, lines = conn.uid("FETCH", "1:*", "(UID FLAGS)")
+            _, lines = conn.uid("FETCH", "1:*", "(UID FLAGS)")
             found = {}
             for line in lines:
                 if isinstance(line, bytes) and b"UID" in line:
