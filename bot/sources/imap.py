@@ -238,10 +238,11 @@ class ImapSource(Source):
     async def _move(self, conn: ImapConnection, ids: str, to: str) -> None:
         if not to:
             raise PermanentError("move needs a folder: {move: {to: Archive}}", service=self.name)
+        what = f"move to {to!r}"
         if conn.has("MOVE"):
-            await conn.uid("move", ids, imapmail.folder_name(to))
+            await conn.uid("move", ids, imapmail.folder_name(to), what=what)
             return
-        await conn.uid("copy", ids, imapmail.folder_name(to))
+        await conn.uid("copy", ids, imapmail.folder_name(to), what=what)
         await conn.uid("store", ids, "+FLAGS.SILENT (\\Deleted)")
         await conn.expunge(ids)
 

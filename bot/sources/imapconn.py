@@ -113,8 +113,9 @@ class ImapConnection:
         resp = await self._wire(self.client.uid("fetch", uids, parts), "FETCH")
         return fetched(self._ok(resp, "FETCH").lines)
 
-    async def uid(self, command: str, *args: str) -> None:
-        self._ok(await self._wire(self.client.uid(command, *args), command), command)
+    async def uid(self, command: str, *args: str, what: str = "") -> None:
+        what = what or f"UID {command.upper()}"
+        self._ok(await self._wire(self.client.uid(command, *args), what), what)
 
     async def expunge(self, uids: str) -> None:
         if self.has("UIDPLUS"):
@@ -173,7 +174,7 @@ class ImapConnection:
             return resp
         said = _said(resp.lines)
         if "TRYCREATE" in said or "NONEXISTENT" in said or "doesn't exist" in said:
-            raise PermanentError(f"{what}: no such folder on the server ({said})",
+            raise PermanentError(f"{what}: no such folder on the server (it said: {said})",
                                  service=self.service)  # fmt: skip
         raise PermanentError(f"{what} refused: {said}", service=self.service)
 
