@@ -18,10 +18,8 @@ is kept for polls, details and actions; ``watch`` keeps its own in IDLE (``imapw
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -32,13 +30,13 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bot.config import AccountConfig, FeedConfig, Interval, Section
-from bot.errors import GoneError, PermanentError, TransientError
+from bot.errors import GoneError, PermanentError
 from bot.http import Limiters
 from bot.item import File, Item
 from bot.logs import fields
 from bot.sources import imapmail
 from bot.sources.base import Known, PollResult, Report, Source, Wake, nothing_known
-from bot.sources.imapconn import ImapConnection, Mailbox
+from bot.sources.imapconn import ImapConnection, KeptConnection, Mailbox
 from bot.sources.imapwatch import RENEW, Watching, watch_folder
 from bot.yamlfile import Path_
 
@@ -46,7 +44,6 @@ log = logging.getLogger("inboxbot.sources.imap")
 T = TypeVar("T")
 FIRST_POLL = 100  # a first poll lists the folder's last 100 UIDs (backlog: decides on them)
 MAX_PER_POLL = 500  # more new mail than this is listed over the next polls
-KEEP = 240.0  # a connection unused this long is not trusted (NAT timeouts): a new one
 SUMMARY = "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER])"
 LOCAL = ("127.0.0.1", "::1", "localhost")
 
@@ -133,9 +130,7 @@ class ImapSource(Source):
         super().__init__(name, config, session, limiters)
         assert isinstance(config, ImapAccount)
         self.account = config
-        self._conn: ImapConnection | None = None
-        self._used = 0.0
-        self._lock = asyncio.Lock()
+        self._kept = KeptConnection(config, name)
         self.idle_renew = RENEW  # seconds an IDLE lasts before it is renewed (RFC 2177: < 29 min)
 
     # --- polling ---------------------------------------------------------------------
@@ -251,47 +246,11 @@ class ImapSource(Source):
         box = await conn.select(folder)
         return [int(i.raw["uid"]) for i in items if i.raw.get("uidvalidity") == box.uidvalidity]
 
-    # --- the connection --------------------------------------------------------------
-
     async def _with(self, step: Callable[[ImapConnection], Awaitable[T]]) -> T:
-        """``step(connection)`` on the kept connection; one that turns out dead (dropped by
-        the server or a NAT while unused) is replaced once, at once."""
-        async with self._lock:
-            for attempt in (1, 2):
-                fresh = await self._connection()
-                try:
-                    assert self._conn is not None
-                    result = await step(self._conn)
-                except TransientError:
-                    await self._drop()
-                    if fresh or attempt == 2:
-                        raise
-                    continue
-                except BaseException:
-                    if self._conn is not None and self._conn.lost:
-                        await self._drop()
-                    raise
-                self._used = time.monotonic()
-                return result
-        raise AssertionError("unreachable")
-
-    async def _connection(self) -> bool:
-        """Whether the connection is new (so a failure on it is not a stale one's)."""
-        conn = self._conn
-        if conn is not None and not conn.lost and time.monotonic() - self._used < KEEP:
-            return False
-        await self._drop()
-        self._conn = await ImapConnection.open(self.account, self.name)
-        return True
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.logout()
+        return await self._kept.run(step)
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._drop()
+        await self._kept.close()
 
     # --- push ------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 LOST = [b"* connection lost"]  # put in the IDLE queue when the connection drops
+KEEP = 240.0  # a connection unused this long is not trusted (NAT timeouts): a new one
 PUSHED = re.compile(rb"\d+ (EXISTS|RECENT|FETCH|EXPUNGE)\b")
 
 
@@ -196,6 +198,55 @@ class ImapConnection:
             shown = type(err).__name__ if quiet else f"{type(err).__name__}: {err}"
             where = f"{self.account.host}:{self.account.imap_port}"
             raise TransientError(f"{what} ({where}): {shown}", service=self.service) from None
+
+
+class KeptConnection:
+    """One connection for an account's polls, details and actions, one at a time; opened
+    when needed, and again when it died or sat unused so long that a NAT may have dropped
+    it. A command failing on a connection kept from before is retried once on a new one."""
+
+    def __init__(self, account: ImapAccount, service: str) -> None:
+        self.account, self.service = account, service
+        self._conn: ImapConnection | None = None
+        self._used = 0.0
+        self._lock = asyncio.Lock()
+
+    async def run(self, step: Callable[[ImapConnection], Awaitable[T]]) -> T:
+        async with self._lock:
+            for attempt in (1, 2):
+                conn, fresh = await self._connection()
+                try:
+                    result = await step(conn)
+                except TransientError:
+                    await self._drop()
+                    if fresh or attempt == 2:
+                        raise
+                    continue
+                except BaseException:
+                    if conn.lost:
+                        await self._drop()
+                    raise
+                self._used = time.monotonic()
+                return result
+        raise AssertionError("unreachable")
+
+    async def _connection(self) -> tuple[ImapConnection, bool]:
+        """The connection, and whether it is new (a failure on it is not a stale one's)."""
+        conn = self._conn
+        if conn is not None and not conn.lost and time.monotonic() - self._used < KEEP:
+            return conn, False
+        await self._drop()
+        self._conn = await ImapConnection.open(self.account, self.service)
+        return self._conn, True
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.logout()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
