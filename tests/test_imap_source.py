@@ -433,3 +433,43 @@ async def test_idle_false_does_not_push_and_a_wrong_password_is_reported_not_rai
         assert len(watched.reports) == 1  # not retried in a tight loop
     finally:
         await watched.stop()
+
+
+@pytest.fixture(scope="module")
+def old_dovecot() -> Iterator[Dovecot]:
+    """A server that announces neither IDLE nor MOVE."""
+    with running_dovecot("imap_capability = IMAP4rev1 LITERAL+ UIDPLUS SPECIAL-USE") as server:
+        yield server
+
+
+async def test_without_idle_watch_says_so_once_and_without_move_actions_copy_and_expunge(
+    old_dovecot: Dovecot, session: aiohttp.ClientSession
+) -> None:
+    old = Box(old_dovecot, old_dovecot.new_user())
+    src = ImapSource("home", account(old, every="2m"), session, Limiters())
+    watched = Watched(src)
+    try:
+        await watched.until(lambda: watched.reports)
+        await asyncio.sleep(0.3)
+        assert watched.reports == [(False, "server has no IDLE: polling every 120s")]
+        assert not watched.task.done()
+        a, b = await listed(src, old, "a", "b")
+        await old.command("create", "Archive")
+        await src.act("move", {"to": "Archive"}, [a])
+        await src.act("delete", {}, [b])
+        assert await old.flags() == {}
+        assert len(await old.flags("Archive")) == 1 and len(await old.flags("Trash")) == 1
+    finally:
+        await watched.stop()
+        await src.close()
+
+
+def test_move_needs_a_folder_and_takes_nothing_else(tmp_path: Path, box: Box) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9/hook", box)
+    for then, message in [("[move]", "move needs a folder"),
+                          ("[{move: {to: A, folder: B}}]", "move.folder: unknown argument; allowed: after, to")]:  # fmt: skip
+        (tmp_path / "rules.yaml").write_text(
+            f"- name: r\n  when: {{kind: email}}\n  then: {then}\n"
+        )
+        with pytest.raises(ConfigErrors, match=message):
+            load(config)

@@ -49,14 +49,14 @@ def dovecot_binary() -> str | None:
 
 
 class Dovecot:
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, extra: str = "") -> None:
         self.binary = binary
         self.workdir = workdir
         self.ports: dict[Listener, int] = {"plain": free_port(), "tls": free_port()}
         self.ca_file = workdir / "cert.pem"  # self-signed: the certificate is its own CA
         self._proc: subprocess.Popen[bytes] | None = None
         self._count = 0
-        self._configure()
+        self._configure(extra)
 
     def new_user(self) -> str:
         """A user no test had yet (same password): made beforehand, as Dovecot may not see
@@ -72,7 +72,7 @@ class Dovecot:
         me = pwd.getpwuid(os.geteuid())
         return me.pw_name, me.pw_name, me
 
-    def _configure(self) -> None:
+    def _configure(self, extra: str) -> None:
         w = self.workdir
         run = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
         run += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
@@ -85,6 +85,7 @@ class Dovecot:
         (w / "dovecot.conf").write_text(
             f"""\
 protocols = imap
+{extra}
 listen = 127.0.0.1
 base_dir = {w}/run
 state_dir = {w}/state
@@ -182,13 +183,14 @@ service imap-login {{
 
 
 @contextmanager
-def running_dovecot() -> Iterator[Dovecot]:
-    """A started server, stopped and its folder removed on exit; skips without Dovecot."""
+def running_dovecot(extra: str = "") -> Iterator[Dovecot]:
+    """A started server, stopped and its folder removed on exit; skips without Dovecot.
+    ``extra``: more settings (``imap_capability = IMAP4rev1 UIDPLUS``: a server without IDLE)."""
     binary = dovecot_binary()
     if binary is None or shutil.which("openssl") is None:
         pytest.skip(INSTALL_HINT)
     workdir = Path(tempfile.mkdtemp(prefix="inboxbot-dovecot-"))
-    server = Dovecot(binary, workdir)
+    server = Dovecot(binary, workdir, extra)
     try:
         server.start()
         yield server
