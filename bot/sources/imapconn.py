@@ -13,6 +13,7 @@ seen by it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import time
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from bot.sources.imap import ImapAccount
 
 T = TypeVar("T")
+# aioimaplib logs every line it sends and receives at debug (mail included) and chatter at
+# info: only its warnings are wanted, whatever the daemon's level
+logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 LOST = [b"* connection lost"]  # put in the IDLE queue when the connection drops
 KEEP = 240.0  # a connection unused this long is not trusted (NAT timeouts): a new one
 PUSHED = re.compile(rb"\d+ (EXISTS|RECENT|FETCH|EXPUNGE)\b")

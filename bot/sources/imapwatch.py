@@ -5,7 +5,8 @@ the server pushes wakes the feed's poll, and so does every (re)connect (the poll
 by UID on what came meanwhile). IDLE is renewed every 25 minutes, before servers end it at
 29 and before a NAT forgets the connection; a renewal that gets no answer counts as a drop.
 A dropped connection is retried with backoff (1 s doubling to 30 s), refused credentials
-every 15 minutes; a server without IDLE is said once, and then the feed is only polled.
+(or certificate, or a folder that is not there) every 15 minutes; a server without IDLE
+is said once, and then the feed is only polled.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.errors import AuthError, RemoteError
+from bot.errors import AuthError, PermanentError, RemoteError
 from bot.logs import fields
 from bot.sources.base import Report, Wake
 from bot.sources.imapconn import PUSHED, ImapConnection
@@ -59,7 +60,7 @@ async def watch_folder(account: ImapAccount, service: str, folder: str, w: Watch
             failures = 0
             w.wake()
             await _idle(opened, idle, w)
-        except AuthError as err:
+        except (AuthError, PermanentError) as err:  # a password, a certificate, a folder
             wait = AUTH_RETRY
             _lost(w, where, err, failures)
         except RemoteError as err:
