@@ -179,6 +179,20 @@ async def test_a_ten_megabyte_mail_is_listed_by_its_header_and_read_whole_on_dem
     assert await source.files(item, 1000) == []
 
 
+async def test_a_big_delivery_is_listed_over_several_polls_in_order(
+    source: ImapSource, box: Box
+) -> None:
+    cursor = (await source.poll("INBOX", None)).cursor
+    uids = [await box.append(mail(f"m{n}")) for n in range(5)]
+    source.max_per_poll = 2
+    seen = []
+    for _ in range(4):
+        result = await source.poll("INBOX", cursor)
+        seen.append([i.raw["uid"] for i in result.items])
+        cursor = result.cursor
+    assert seen == [uids[:2], uids[2:4], uids[4:], []]
+
+
 async def test_a_changed_uidvalidity_rebaselines_without_listing_the_folder(
     source: ImapSource, box: Box, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -43,7 +43,7 @@ from bot.yamlfile import Path_
 log = logging.getLogger("inboxbot.sources.imap")
 T = TypeVar("T")
 FIRST_POLL = 100  # a first poll lists the folder's last 100 UIDs (backlog: decides on them)
-MAX_PER_POLL = 500  # more new mail than this is listed over the next polls
+MAX_PER_POLL = 500  # UIDs a poll lists at most; more new mail is listed by the next polls
 SUMMARY = "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER])"
 LOCAL = ("127.0.0.1", "::1", "localhost")
 
@@ -131,6 +131,7 @@ class ImapSource(Source):
         assert isinstance(config, ImapAccount)
         self.account = config
         self._kept = KeptConnection(config, name)
+        self.max_per_poll = MAX_PER_POLL
         self.idle_renew = RENEW  # seconds an IDLE lasts before it is renewed (RFC 2177: < 29 min)
 
     # --- polling ---------------------------------------------------------------------
@@ -150,10 +151,15 @@ class ImapSource(Source):
             highest = max(0, (box.uidnext or 1) - 1 - FIRST_POLL)
         elif box.uidnext is not None and box.uidnext - 1 <= highest:
             return PollResult([], cursor)  # nothing new: the SELECT was the whole poll
-        records = await conn.fetch(f"{highest + 1}:*", SUMMARY)
-        new = sorted((r for r in records if r.uid > highest), key=lambda r: r.uid)[:MAX_PER_POLL]
+        # UIDs only grow: a range below UIDNEXT holds all it ever will, so the rest of a big
+        # delivery is listed by the next polls, the cursor at the range's end
+        last = (box.uidnext or 0) - 1
+        most = self.max_per_poll
+        stop = highest + most if last > highest + most else None
+        records = await conn.fetch(f"{highest + 1}:{stop or '*'}", SUMMARY)
+        new = sorted((r for r in records if r.uid > highest), key=lambda r: r.uid)
         items = [self._summary(feed, box.uidvalidity, r) for r in new]
-        top = new[-1].uid if new else max(highest, (box.uidnext or 1) - 1)
+        top = stop or max([highest, last, *(r.uid for r in new)])
         return PollResult(items, f"{box.uidvalidity}:{top}")
 
     async def _baseline(self, conn: ImapConnection, box: Mailbox) -> str:
