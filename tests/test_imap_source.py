@@ -19,6 +19,7 @@ from bot.app import load, running
 from bot.errors import AuthError, ConfigErrors, GoneError, PermanentError, TransientError
 from bot.http import Limiters
 from bot.sim.webhook import HookReceiver
+from bot.sources import imapmail
 from bot.sources.imap import ImapAccount, ImapSource
 from tests.servers.dovecot import PASSWORD, Dovecot, running_dovecot
 
@@ -403,11 +404,12 @@ async def test_idle_wakes_the_feed_within_two_seconds_of_new_mail(
     watched = Watched(source)
     try:
         await watched.until(lambda: watched.reports == [(True, "IDLE on INBOX")] and watched.wakes)
-        await asyncio.sleep(2.5)  # two renewals
-        before = len(watched.wakes)
+        await asyncio.sleep(2.5)  # two renewals, that neither wake nor reconnect
+        assert len(watched.wakes) == 1 and len(watched.reports) == 1
         sent = time.monotonic()
         await box.append(mail("pushed"))
-        await watched.until(lambda: any(t > sent for t in watched.wakes[before:]), 2.0)
+        await watched.until(lambda: len(watched.wakes) == 2, 2.0)
+        assert watched.wakes[1] - sent < 2.0
         assert [i.subject for i in (await source.poll("INBOX", cursor)).items] == ["pushed"]
     finally:
         await watched.stop()
@@ -487,3 +489,31 @@ def test_move_needs_a_folder_and_takes_nothing_else(tmp_path: Path, box: Box) ->
         )
         with pytest.raises(ConfigErrors, match=message):
             load(config)
+
+
+# --- the pure parts ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uids", "text"), [([3, 1, 2, 7, 9, 8], "1:3,7:9"), ([5], "5"), ([1, 3, 3], "1,3")]
+)
+def test_uid_sets_are_ranges(uids: list[int], text: str) -> None:
+    assert imapmail.uid_set(uids) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [("INBOX", '"INBOX"'), ("Entwürfe", '"Entw&APw-rfe"'), ("R&D", '"R&-D"'),
+     ('My "box"', '"My \\"box\\""'), ("日本語", '"&ZeVnLIqe-"')],
+)  # fmt: skip
+def test_folder_names_are_quoted_in_modified_utf7(name: str, wire: str) -> None:
+    assert imapmail.folder_name(name) == wire
+
+
+def test_a_fetch_answer_is_read_whatever_the_order_of_its_parts() -> None:
+    lines = [b'4 FETCH (FLAGS (\\Seen) RFC822.SIZE 12 BODY[HEADER] {9}', bytearray(b"Subject: x"),
+             b' UID 40 INTERNALDATE "04-Dec-2026 20:40:56 +0100")', b"5 FETCH (FLAGS (\\Flagged))",
+             b"Fetch completed."]  # fmt: skip
+    (one,) = imapmail.fetched(lines)
+    assert (one.uid, one.flags, one.size, one.data) == (40, ("\\Seen",), 12, b"Subject: x")
+    assert one.received is not None and one.received.isoformat() == "2026-12-04T19:40:56+00:00"

@@ -84,8 +84,7 @@ async def _idle(conn: ImapConnection, idle: object, w: Watching) -> None:
             if any(PUSHED.match(bytes(line)) for line in lines):
                 w.wake()
         await conn.idle_done(idle)
-        idle = await conn.idle(w.renew)
-        w.wake()  # what came between the two IDLEs was not pushed
+        idle = await conn.idle(w.renew)  # what came between the two is told at its start
 
 
 def _lost(w: Watching, where: str, err: RemoteError, failures: int) -> None:
