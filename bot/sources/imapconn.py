@@ -52,6 +52,7 @@ class ImapConnection:
         self.account = account
         self.service = service
         self.lost = False
+        self._gone = asyncio.Event()  # set with ``lost``: a command waiting gives up at once
 
     @classmethod
     async def open(cls, account: ImapAccount, service: str) -> ImapConnection:
@@ -74,6 +75,7 @@ class ImapConnection:
 
     def _lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._gone.set()
         if self.client is not None:
             self.client.protocol.idle_queue.put_nowait(LOST)
 
@@ -188,7 +190,7 @@ class ImapConnection:
         """``step``, its transport failures as TransientError (without the library's words
         when ``quiet``: they may hold the command, and a login's holds the password)."""
         try:
-            return await step
+            return await self._unless_lost(step)
         except ssl.SSLCertVerificationError as err:
             raise PermanentError(
                 f"{self.account.host}: the certificate is not trusted ({err.verify_message}); "
@@ -202,6 +204,21 @@ class ImapConnection:
             shown = type(err).__name__ if quiet else f"{type(err).__name__}: {err}"
             where = f"{self.account.host}:{self.account.imap_port}"
             raise TransientError(f"{what} ({where}): {shown}", service=self.service) from None
+
+    async def _unless_lost(self, step: Awaitable[T]) -> T:
+        """aioimaplib leaves a command waiting for its timeout when the connection drops
+        under it; here it ends when the connection does."""
+        task = asyncio.ensure_future(step)
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        raise ConnectionResetError("the connection was closed")
 
 
 class KeptConnection:
