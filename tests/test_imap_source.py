@@ -390,9 +390,12 @@ class Watched:
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        """Cancelled, the watch ends at once (a stopping daemon is not held by its IDLE)."""
+        started = time.monotonic()
         self.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await self.task
+        assert time.monotonic() - started < 0.5
 
 
 async def test_idle_wakes_the_feed_within_two_seconds_of_new_mail(

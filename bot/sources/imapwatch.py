@@ -72,8 +72,8 @@ async def watch_folder(account: ImapAccount, service: str, folder: str, w: Watch
             wait = BACKOFF_CAP
             _lost(w, where, RemoteError(f"{type(err).__name__}: {err}", service=service), failures)
         finally:
-            if conn is not None:
-                await conn.logout()
+            if conn is not None:  # a LOGOUT would wait for the IDLE: a stop is not held up
+                conn.close()
         await asyncio.sleep(wait)
 
 
