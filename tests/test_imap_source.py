@@ -262,7 +262,9 @@ async def test_delete_moves_to_trash_move_moves_and_expunge_removes(
 async def test_a_wrong_password_is_one_clear_auth_error_without_the_password(
     box: Box, session: aiohttp.ClientSession
 ) -> None:
-    src = ImapSource("home", account(box, password="not-the-password"), session, Limiters())
+    # Dovecot delays logins from an address after a failed one (up to 15 s): a long timeout
+    src = ImapSource("home", account(box, password="not-the-password", timeout="20s"), session,
+                     Limiters())  # fmt: skip
     with pytest.raises(AuthError) as err:
         await src.poll("INBOX", None)
     assert "AUTHENTICATIONFAILED" in str(err.value) and box.user in str(err.value)
@@ -442,10 +444,10 @@ async def test_idle_false_does_not_push_and_a_wrong_password_is_reported_not_rai
     box: Box, session: aiohttp.ClientSession
 ) -> None:
     assert not ImapSource("h", account(box, idle=False), session, Limiters()).pushes("INBOX")
-    wrong = ImapSource("h", account(box, password="nope-nope"), session, Limiters())
+    wrong = ImapSource("h", account(box, password="nope-nope", timeout="20s"), session, Limiters())
     watched = Watched(wrong)
     try:
-        await watched.until(lambda: watched.reports)
+        await watched.until(lambda: watched.reports, 25.0)
         ((up, why),) = watched.reports
         assert not up and "AUTHENTICATIONFAILED" in why and "nope-nope" not in why
         await asyncio.sleep(0.5)

@@ -173,7 +173,9 @@ class ImapConnection:
     def close(self) -> None:
         protocol = self.client.protocol if self.client is not None else None
         if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
+            # abort, not close: a TLS close waits for the peer's close_notify, and the socket
+            # under it stays open (a ResourceWarning) when the peer is gone or slow
+            protocol.transport.abort()
         if self.client is not None and not self.client._client_task.done():
             self.client._client_task.cancel()
 
