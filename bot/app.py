@@ -127,6 +127,8 @@ async def start(pipeline: Pipeline) -> None:
 async def close(pipeline: Pipeline) -> None:
     for sink in pipeline.sinks.values():
         await sink.close()
+    for source in pipeline.sources.values():
+        await source.close()
 
 
 @asynccontextmanager

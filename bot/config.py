@@ -217,6 +217,10 @@ class AccountConfig(Section):
         """Requests a minute the upstream stands, and who says so; None: no known limit."""
         return None
 
+    def cautions(self) -> list[tuple[Path_, str]]:
+        """What ``check`` warns of in the account's settings: (path under it, message)."""
+        return []
+
     def intervals(self) -> list[tuple[Path_, timedelta]]:
         """The intervals written in the file, with their paths under the account."""
         written = [(("every",), self.every)] if "every" in self.model_fields_set else []
@@ -377,7 +381,11 @@ def load_config(path: Path, registries: Mapping[str, Mapping[str, type[Model]]])
     except ValidationError as err:
         raise ConfigErrors(errors + validation_errors(doc, (), err)) from None
     config._base_dir, config._doc = path.parent, doc
-    config._warnings = config.fast_polls(doc)
+    config._warnings = config.fast_polls(doc) + [
+        doc.error(at, f"warning: {dotted(at)}: {message}")
+        for name, account in config.accounts.items()
+        for at, message in [(("accounts", name, *w), m) for w, m in account.cautions()]
+    ]
     errors += config.missing_files(doc) + config.unknown_alert_sink(doc)
     if errors:
         raise ConfigErrors(errors)

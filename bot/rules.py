@@ -593,10 +593,14 @@ class RuleLoader:
         except ValueError as err:
             raise doc.error((*at, name, "after"), f"{dotted(at)}.{name}.after: {err}") from None
         message = args.pop("message", None)
-        if args:  # after and message are the only arguments an action takes
+        kept = {"to": args.pop("to", None)} if name == "move" else {}  # move: {to: FOLDER}
+        if args:  # after and message are the only arguments an action takes (and move's to)
             key = next(iter(args))
-            problem = f"{dotted(at)}.{name}.{key}: unknown argument; allowed: after, message"
+            known = "after, to" if name == "move" else "after, message"
+            problem = f"{dotted(at)}.{name}.{key}: unknown argument; allowed: {known}"
             raise doc.error((*at, name, key), problem)
+        if kept and not (isinstance(kept["to"], str) and kept["to"]):
+            raise doc.error(at, f"{dotted(at)}: move needs a folder: {{move: {{to: Archive}}}}")
         if (message is None) == (name == "reply"):
             problem = (
                 'reply needs a message: {reply: {message: "…"}}'
@@ -612,7 +616,7 @@ class RuleLoader:
             if message is not None
             else None
         )  # fmt: skip
-        return Action(name, delay, args, template)
+        return Action(name, delay, kept or args, template)
 
 
 TAKEN_NAMES = ("item", "rule", "account", "now", "format")  # an extraction would hide them

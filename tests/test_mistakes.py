@@ -99,7 +99,7 @@ CASES = [
     bad("typo", "account-key", C, "    every: 30s", "    evry: 30s", 6, "accounts.signup.evry: unknown key"),
     bad("typo", "account-secret-key", C, "    token: td", "    tokn: td", 2,
         "accounts.signup.token: required key is missing", "accounts.signup.tokn: unknown key"),
-    bad("typo", "account-type", C, "type: mailtd", "type: maildt", 3, "'maildt'; allowed: e621, mailtd"),
+    bad("typo", "account-type", C, "type: mailtd", "type: maildt", 3, "'maildt'; allowed: e621, imap, mailtd"),
     bad("typo", "feed-name", C, "dmails: {every", "dmail: {every", 11, "unknown feed 'dmail'"),
     bad("typo", "feed-key", C, "dmails: {every", "dmails: {evry", 12, "feeds.dmails.evry: unknown key"),
     bad("typo", "sink-key", C, "ntfy, url:", "ntfy, ulr:", 14, "sinks.phone.ulr: unknown key"),

@@ -91,6 +91,9 @@ class Source(ABC):
         """The item with its detail fields fetched; sources whose list is complete keep this."""
         return item
 
+    async def close(self) -> None:  # noqa: B027 (most sources keep nothing open)
+        """Let go of what the source keeps open (an IMAP connection)."""
+
     def pushes(self, feed: str) -> bool:
         """Whether the upstream can tell when ``feed`` has something new (IMAP IDLE, a
         WebSocket stream): then the daemon runs ``watch`` beside the polls."""

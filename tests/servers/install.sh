@@ -1,12 +1,13 @@
 #!/bin/sh
-# The real servers the tests talk to: Mosquitto (Debian package) and a Matrix Synapse
-# homeserver (PyPI, in its own virtual environment under .cache/synapse). Idempotent.
-# Without root (no apt-get) Mosquitto is left out and its tests skip, saying why.
+# The real servers the tests talk to: Mosquitto and Dovecot (Debian packages) and a Matrix
+# Synapse homeserver (PyPI, in its own virtual environment under .cache/synapse). Idempotent.
+# Without root (no apt-get) Mosquitto and Dovecot are left out and their tests skip, saying why.
 set -eu
 cd "$(dirname "$0")/../.."
 
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="mosquitto mosquitto-clients"
+[ -x /usr/sbin/dovecot ] || missing="$missing dovecot-imapd"     # the IMAP source's tests
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"    # test certificates
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
