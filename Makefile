@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/scale.py --seconds 30
 	$(BIN)/python bench/digest.py
+	$(BIN)/python bench/push_latency.py rocketchat
+	$(BIN)/python bench/push_latency.py imap
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
 	systemd/check.sh

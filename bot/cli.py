@@ -31,8 +31,8 @@ SHOWN = 20  # feeds named in the start line; a big configuration is summed up
 log = logging.getLogger("inboxbot")
 
 DESCRIPTION = """\
-Polls inboxes that cannot push (e621, Mail.td, MinuteMail, Rocket.Chat), applies your
-YAML rules to each new item and sends notifications (ntfy, Gotify, Telegram, Matrix,
+Polls inboxes (e621, Mail.td, MinuteMail, Rocket.Chat, IMAP; IMAP IDLE and Rocket.Chat's
+realtime stream push new items at once), applies your YAML rules to each new item and sends notifications (ntfy, Gotify, Telegram, Matrix,
 Rocket.Chat, Discord, Slack, e-mail, MQTT with Home Assistant discovery, webhooks, the
 console), or acts on the item. `send-test SINK` tries one target.
 

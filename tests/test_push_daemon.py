@@ -5,6 +5,7 @@ dropped stream reconnects and loses nothing; `status` says pushed or polling."""
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -93,3 +94,61 @@ async def test_a_pushed_dm_is_delivered_within_a_second(
 async def _status_says(config: Path, text: str) -> bool:
     _, out, _ = await inboxbot(config, "status")
     return text in out
+
+
+IMAP_RULES = """\
+- name: mail
+  when: {kind: email}
+  notify: [{sink: hooks, title: "{{ item.subject }}", message: "{{ item.sender }}"}]
+"""
+
+
+async def test_imap_idle_delivers_new_mail_within_two_seconds(
+    tmp_path: Path, hook: HookReceiver
+) -> None:
+    from tests.servers.dovecot import PASSWORD, running_dovecot
+
+    with running_dovecot() as server:
+        user = server.new_user()
+        (tmp_path / "rules.yaml").write_text(IMAP_RULES)
+        path = tmp_path / "inboxbot.yaml"
+        path.write_text(f"""\
+accounts:
+  home:
+    type: imap
+    host: 127.0.0.1
+    port: {server.ports["plain"]}
+    tls: none
+    username: {user}
+    password: {PASSWORD}
+    every: 10m
+sinks:
+  hooks: {{type: webhook, url: "{hook.url}"}}
+rules: [rules.yaml]
+backlog: skip
+""")
+        daemon = Daemon(path, tmp_path)
+        await daemon.start()
+        try:
+            await daemon.wait_for("READY=1")
+            await eventually(lambda: _status_says(path, "pushed (IDLE on INBOX)"), "IDLE")
+            for n in range(3):
+                posted = time.monotonic()
+                await asyncio.to_thread(_append, server.ports["plain"], user, PASSWORD, n)
+                await eventually(lambda n=n: len(hook.received) > n, "the mail", seconds=5)
+                assert time.monotonic() - posted < 2.0
+            assert [b["title"] for b in hook.received] == ["mail 0", "mail 1", "mail 2"]
+        finally:
+            daemon.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(daemon.proc.wait(), 15)
+            daemon.notify.close()
+
+
+def _append(port: int, user: str, password: str, n: int) -> None:
+    conn = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        conn.login(user, password)
+        message = f"From: a@example.org\r\nTo: {user}\r\nSubject: mail {n}\r\n\r\nbody\r\n"
+        conn.append("INBOX", None, None, message.encode())
+    finally:
+        conn.logout()
