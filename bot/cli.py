@@ -32,9 +32,11 @@ log = logging.getLogger("inboxbot")
 
 DESCRIPTION = """\
 Polls inboxes (e621, Mail.td, MinuteMail, Rocket.Chat, IMAP; IMAP IDLE and Rocket.Chat's
-realtime stream push new items at once), applies your YAML rules to each new item and sends notifications (ntfy, Gotify, Telegram, Matrix,
-Rocket.Chat, Discord, Slack, e-mail, MQTT with Home Assistant discovery, webhooks, the
-console), or acts on the item. `send-test SINK` tries one target.
+realtime stream push new items at once), applies your YAML rules to each new item and
+sends notifications (ntfy, Gotify, Telegram, Matrix, Rocket.Chat, Discord, Slack, e-mail,
+MQTT with Home Assistant discovery, webhooks, the console), or acts on the item; noise
+control (digests, quiet hours, limits, mutes) holds what can wait. `send-test SINK` tries
+one target.
 
 The configuration file comes from --config or INBOXBOT_CONFIG (default ./inboxbot.yaml).
 Other settings: INBOXBOT_STATE, INBOXBOT_LOG_LEVEL, INBOXBOT_LOG_FORMAT (text|json),
