@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint servers bench clean systemd-check container-test systemd-test
+.PHONY: demo test lint servers bench proof clean systemd-check container-test systemd-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "inboxbot needs Python 3.11 or newer"'
@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/scale.py --seconds 30
 	$(BIN)/python bench/digest.py
+
+proof: $(STAMP)             # the proof suite (~40 min; not part of `make test`): proof/RESULTS.md
+	$(BIN)/python -m proof.run $(PROOF_ARGS)
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
 	systemd/check.sh

@@ -1,0 +1,120 @@
+"""``python -m proof.run [SCENARIO…] [--kills N] [--minutes M] [--seed S]``: run the proof
+scenarios (all by default), print each one's seed and figures, and write
+proof/RESULTS.md (a scenario not run keeps its last row)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from proof import crash
+from proof.common import Result
+
+HERE = Path(__file__).parent
+ROWS = HERE / "results.json"
+Scenario = Callable[[Path, argparse.Namespace, int], Awaitable[list[Result]]]
+
+
+async def _crash(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return [await crash.run(tmp, kills=args.kills, seed=seed)]
+
+
+SCENARIOS: dict[str, Scenario] = {"crash": _crash}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m proof.run", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"one or more of {', '.join(SCENARIOS)} (default: all)")  # fmt: skip
+    parser.add_argument("--kills", type=int, default=200, help="crash: SIGKILLs (200)")
+    parser.add_argument("--minutes", type=float, default=5.0,
+                        help="outage: minutes of each failing phase (5)")  # fmt: skip
+    parser.add_argument("--cases", type=int, default=100_000,
+                        help="fuzz: generated cases in total (100000)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
+    return args
+
+
+def _shell(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def _cell(counts: dict[str, object]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def write_results(rows: dict[str, dict[str, object]]) -> Path:
+    commit = _shell("git", "-C", str(HERE), "rev-parse", "--short", "HEAD")
+    dirty = " (with uncommitted changes)" if _shell("git", "-C", str(HERE), "status",
+                                                    "--porcelain") else ""  # fmt: skip
+    lines = [
+        "# Proof results",
+        "",
+        "Written by `make proof` (`python -m proof.run`); each row says how it was sized and "
+        "its seed, so that `python -m proof.run SCENARIO --seed S …` replays it. The fakes "
+        "count what they saw (the receiver's POSTs, the simulator's requests), not what "
+        "inboxbot logged.",
+        "",
+        "| scenario | what was tried | counts | verdict |",
+        "|---|---|---|---|",
+    ]
+    for row in rows.values():
+        verdict = "pass" if row["passed"] else "**FAIL**"
+        notes = "".join(f"<br>{n}" for n in row["notes"])  # type: ignore[attr-defined]
+        lines.append(f"| {row['scenario']} | {row['tried']} (seed {row['seed']}, "
+                     f"{row['when']}) | {_cell(row['counts'])}{notes} | {verdict} |")  # type: ignore[arg-type]  # fmt: skip
+    lines += [
+        "",
+        f"Machine: `{_shell('uname', '-a')}`, {_shell('nproc')} cores, "
+        f"Python {platform.python_version()}.",
+        f"Commit: `{commit}`{dirty}.",
+        "",
+    ]
+    out = HERE / "RESULTS.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+async def main(args: argparse.Namespace) -> int:
+    rows: dict[str, dict[str, object]] = json.loads(ROWS.read_text()) if ROWS.exists() else {}
+    failed = 0
+    for name in args.scenarios or list(SCENARIOS):
+        seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+        print(f"== {name}: seed {seed}", flush=True)
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"proof-{name}-") as tmp:
+            results = await SCENARIOS[name](Path(tmp), args, seed)
+        for result in results:
+            failed += not result.passed
+            verdict = "pass" if result.passed else "FAIL"
+            print(f"   {result.scenario}: {verdict}; {_cell(result.counts)}", flush=True)
+            for note in result.notes:
+                print(f"   {note}", flush=True)
+            when = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            when += f"{time.monotonic() - started:.0f} s"
+            rows[result.scenario] = {**asdict(result), "seed": seed, "when": when}
+        ROWS.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+        write_results(rows)
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse(sys.argv[1:]))))
