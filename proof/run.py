@@ -9,6 +9,7 @@ import asyncio
 import json
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash
+from proof import crash, outage
 from proof.common import Result
 
 HERE = Path(__file__).parent
@@ -29,7 +30,11 @@ async def _crash(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]
     return [await crash.run(tmp, kills=args.kills, seed=seed)]
 
 
-SCENARIOS: dict[str, Scenario] = {"crash": _crash}
+async def _outage(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return await outage.run(tmp, minutes=args.minutes, seed=seed)
+
+
+SCENARIOS: dict[str, Scenario] = {"crash": _crash, "outage": _outage}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -41,6 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="outage: minutes of each failing phase (5)")  # fmt: skip
     parser.add_argument("--cases", type=int, default=100_000,
                         help="fuzz: generated cases in total (100000)")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
@@ -99,8 +105,12 @@ async def main(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else random.randrange(1 << 31)
         print(f"== {name}: seed {seed}", flush=True)
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"proof-{name}-") as tmp:
-            results = await SCENARIOS[name](Path(tmp), args, seed)
+        tmp = Path(tempfile.mkdtemp(prefix=f"proof-{name}-"))
+        results = await SCENARIOS[name](tmp, args, seed)
+        if args.keep:
+            print(f"   kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         for result in results:
             failed += not result.passed
             verdict = "pass" if result.passed else "FAIL"
