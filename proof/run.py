@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash, outage
+from proof import crash, fuzz, outage
 from proof.common import Result
 
 HERE = Path(__file__).parent
@@ -34,7 +34,11 @@ async def _outage(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result
     return await outage.run(tmp, minutes=args.minutes, seed=seed)
 
 
-SCENARIOS: dict[str, Scenario] = {"crash": _crash, "outage": _outage}
+async def _fuzz(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return [await asyncio.to_thread(fuzz.run, args.cases, seed)]
+
+
+SCENARIOS: dict[str, Scenario] = {"crash": _crash, "outage": _outage, "fuzz": _fuzz}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
