@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash, fuzz, outage
+from proof import crash, fuzz, outage, secrets
 from proof.common import Result
 
 HERE = Path(__file__).parent
@@ -38,7 +38,13 @@ async def _fuzz(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
     return [await asyncio.to_thread(fuzz.run, args.cases, seed)]
 
 
-SCENARIOS: dict[str, Scenario] = {"crash": _crash, "outage": _outage, "fuzz": _fuzz}
+async def _secrets(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return [await secrets.run(tmp, seed=seed)]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "crash": _crash, "outage": _outage, "fuzz": _fuzz, "secrets": _secrets,
+}  # fmt: skip
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
