@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash, fuzz, outage, secrets
+from proof import crash, fuzz, guard, outage, secrets
 from proof.common import Result
 
 HERE = Path(__file__).parent
@@ -42,8 +42,12 @@ async def _secrets(tmp: Path, args: argparse.Namespace, seed: int) -> list[Resul
     return [await secrets.run(tmp, seed=seed)]
 
 
+async def _guard(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return [await guard.run(tmp, seed=seed)]
+
+
 SCENARIOS: dict[str, Scenario] = {
-    "crash": _crash, "outage": _outage, "fuzz": _fuzz, "secrets": _secrets,
+    "crash": _crash, "outage": _outage, "fuzz": _fuzz, "secrets": _secrets, "guard": _guard,
 }  # fmt: skip
 
 
