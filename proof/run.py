@@ -96,6 +96,11 @@ def _cell(counts: dict[str, object]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
+def _rows() -> dict[str, dict[str, object]]:
+    """The rows written so far, by scenario."""
+    return dict(json.loads(ROWS.read_text())) if ROWS.exists() else {}
+
+
 def write_results(rows: dict[str, dict[str, object]]) -> Path:
     commit = _shell("git", "-C", str(HERE), "rev-parse", "--short", "HEAD")
     dirty = " (with uncommitted changes)" if _shell("git", "-C", str(HERE), "status",
@@ -137,7 +142,7 @@ def _reduced(name: str, args: argparse.Namespace) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    rows: dict[str, dict[str, object]] = json.loads(ROWS.read_text()) if ROWS.exists() else {}
+    rows: dict[str, dict[str, object]] = {}
     failed = 0
     for name in args.scenarios or list(SCENARIOS):
         seed = args.seed if args.seed is not None else random.randrange(1 << 31)
@@ -160,6 +165,7 @@ async def main(args: argparse.Namespace) -> int:
             if _reduced(name, args):
                 when = f"reduced: {_reduced(name, args)}, " + when
             rows[result.scenario] = {**asdict(result), "seed": seed, "when": when}
+        rows = {**_rows(), **rows}  # another run side by side may have written rows meanwhile
         ROWS.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
         write_results(rows)
     print(f"wrote {HERE / 'RESULTS.md'}")
