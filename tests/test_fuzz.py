@@ -36,9 +36,9 @@ def test_generated_answers_never_crash_a_poll_nor_build_a_malformed_item(
     upstream: Upstream,
 ) -> None:
     tally = Tally()
-    fuzz_upstream(upstream, 600, 2026, tally)
+    fuzz_upstream(upstream, 750, 2026, tally)
     assert tally.failures == []
-    assert tally.cases >= 600 and tally.items > 0  # some answers were good enough to build items
+    assert tally.cases >= 750 and tally.items > 0  # some answers were good enough to build items
 
 
 def test_generated_configuration_rules_and_templates_fail_only_with_a_located_error() -> None:
