@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint servers bench clean systemd-check container-test systemd-test
+.PHONY: demo test lint servers bench proof clean systemd-check container-test systemd-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "inboxbot needs Python 3.11 or newer"'
@@ -38,6 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/digest.py
 	$(BIN)/python bench/push_latency.py rocketchat
 	$(BIN)/python bench/push_latency.py imap
+
+proof: $(STAMP)             # the proof suite (~40 min; not part of `make test`): proof/RESULTS.md
+	$(BIN)/python -m proof.run $(PROOF_ARGS)
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
 	systemd/check.sh

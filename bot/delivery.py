@@ -26,7 +26,7 @@ from bot.store import FAILED, StepRecord
 log = logging.getLogger("inboxbot.pipeline.delivery")
 
 BACKOFF_BASE = 5.0
-BACKOFF_CAP = 30.0  # a target that comes back gets its queue within 30 s, whatever the outage
+BACKOFF_CAP = 10.0  # a target that comes back gets its queue within 10 s, whatever the outage
 AUTH_RETRY_CAP = 120.0  # refused credentials: tried again within 2 min, in case they were fixed
 IN_FLIGHT = 8  # notifications in flight at once per sink (each account's one at a time)
 

@@ -25,6 +25,8 @@ _URL_PATH = re.compile(r"(https?://[^/\s]+)/[^\s\"']*")
 # Item content under these keys is dropped whole (``message`` stays: it is the log event).
 CONTENT_KEYS = frozenset({"subject", "text", "html", "body", "sender", "recipient", "item",
                           "extract", "raw", "payload"})  # fmt: skip
+# An HTTP breadcrumb's query string may hold a credential (a webhook's ``?key=``).
+URL_PARTS = frozenset({"http.query", "http.fragment"})
 
 
 class Scrubber:
@@ -51,8 +53,10 @@ class Scrubber:
             return self.text(value)
         if isinstance(value, dict):
             return {
-                k: "[content]" if k in CONTENT_KEYS else self.scrub(v) for k, v in value.items()
-            }
+                k: "[content]" if k in CONTENT_KEYS else "[query]" if k in URL_PARTS and v
+                else self.scrub(v)
+                for k, v in value.items()
+            }  # fmt: skip
         if isinstance(value, list | tuple):
             return [self.scrub(v) for v in value]
         return value

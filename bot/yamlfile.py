@@ -62,6 +62,10 @@ def load_yaml(path: Path, *, expand: bool = True, named: Naming | None = None) -
         doc.data = builder.document()
     except yaml.MarkedYAMLError as err:
         raise _syntax_error(_pure_error(text) or err, text, shown) from None
+    except yaml.reader.ReaderError as err:  # a control character: unmarked, but placed
+        line = text.count("\n", 0, err.position) + 1
+        problem = f"YAML syntax error: {str(err).splitlines()[0]}; remove that character"
+        raise ConfigError(problem, shown, line) from None
     errors = named(doc, builder.errors) if named and builder.errors else builder.errors
     if len(errors) == 1:
         raise errors[0]

@@ -101,3 +101,11 @@ async def test_sentry_is_not_imported_without_a_dsn(setup: Setup) -> None:
     )  # fmt: skip
     out, _ = await proc.communicate()
     assert out.strip().endswith(b"False")
+
+
+def test_an_http_breadcrumb_keeps_no_query_string() -> None:
+    crumb = {"type": "http", "data": {"http.query": "key=CANARY-Q", "http.fragment": "",
+                                      "url": "http://hook.example/h", "method": "POST"}}  # fmt: skip
+    scrubbed = Scrubber().breadcrumb(crumb, {})
+    assert "CANARY-Q" not in repr(scrubbed)
+    assert scrubbed["data"]["http.query"] == "[query]" and scrubbed["data"]["method"] == "POST"

@@ -110,7 +110,7 @@ class MailTdSource(Source):
     def _summary(self, m: Mapping[str, Any]) -> Item:
         """A list entry as an item. Without an id it cannot be tracked: the answer is broken.
         A missing or odd time must not block the feed: the time it was seen stands in."""
-        if not isinstance(m, Mapping) or not m.get("id"):
+        if not isinstance(m, Mapping) or not (isinstance(m.get("id"), str) and m["id"]):
             raise TransientError("a listed message has no id", service=self.name)
         try:
             created = parse_time(str(m["created_at"]))

@@ -255,7 +255,7 @@ def normalize(m: Mapping[str, Any], *, account: str, recipient: str = "") -> Ite
         feed="mails",
         kind="email",
         upstream="minutemail",
-        id=str(m["id"]),
+        id=_mail_id(m["id"]),
         created_at=parse_time(str(m["receivedAt"])),
         sender=str(m.get("sender") or ""),
         recipient=recipient,
@@ -267,6 +267,15 @@ def normalize(m: Mapping[str, Any], *, account: str, recipient: str = "") -> Ite
         links=find_links(text, html),
         raw=dict(m),
     )
+
+
+def _mail_id(value: Any) -> str:
+    """A mail's id: a non-empty string (or a number); anything else is a broken entry."""
+    if (isinstance(value, str) and value) or (
+        isinstance(value, int) and not isinstance(value, bool)
+    ):
+        return str(value)
+    raise ValueError(f"a listed mail has no proper id ({type(value).__name__})")
 
 
 def looks_like_html(body: str) -> bool:

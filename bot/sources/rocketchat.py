@@ -241,7 +241,9 @@ class RocketChatSource(Source):
     def normalize(self, m: Mapping[str, Any], sub: Mapping[str, Any]) -> Item:
         """One message of a DM room as an item; ``sub`` is the user's subscription to it.
         Raises KeyError, TypeError or ValueError on a malformed message."""
-        rid, mid = str(m.get("rid") or sub["rid"]), str(m["_id"])
+        if not (isinstance(m.get("_id"), str) and m["_id"]):
+            raise ValueError("a message without a proper _id")
+        rid, mid = str(m.get("rid") or sub["rid"]), m["_id"]
         created, seen = parse_time(m["ts"]), _time_or_none(sub.get("ls"))
         text = _text(m)
         room = str(sub.get("name") or "")
@@ -433,7 +435,10 @@ def parse_time(value: Any) -> datetime:
     if isinstance(value, Mapping):
         value = value.get("$date")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError):  # far outside any real message's time
+            raise ValueError(f"not a time: {value!r}") from None
     if not isinstance(value, str):
         raise TypeError(f"not a time: {value!r}")
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
