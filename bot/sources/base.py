@@ -105,8 +105,9 @@ class Source(ABC):
         on what came meanwhile; the seen ledger makes a pushed item and a polled one the
         same); ``report(True, "…")`` when connected, ``report(False, why)`` when not (then
         the feed is polled at its ``every`` until it is again). Reconnects with backoff on
-        its own; never raises but CancelledError. Only called when ``pushes(feed)``."""
-        raise NotImplementedError
+        its own; never raises but CancelledError. Only called when ``pushes(feed)``; an
+        upstream without a push channel says so and leaves the feed to its polls."""
+        report(False, f"{self.type_name} has no push channel: polling")
 
     @abstractmethod
     async def act(self, action: str, args: Mapping[str, Any], items: Sequence[Item]) -> None:
