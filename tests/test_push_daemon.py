@@ -32,14 +32,6 @@ async def rc() -> AsyncIterator[RocketChatSim]:
         yield simulator
 
 
-@pytest.fixture
-async def hook() -> AsyncIterator[HookReceiver]:
-    receiver = HookReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
 def config(tmp: Path, rc: RocketChatSim, hook: HookReceiver, token: str, me: str) -> Path:
     (tmp / "rules.yaml").write_text(RULES)
     path = tmp / "inboxbot.yaml"
