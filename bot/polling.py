@@ -18,10 +18,10 @@ from bot.sources import Feed
 
 log = logging.getLogger("inboxbot.pipeline.polling")
 
-# An upstream that is down (5xx, refused, timeouts) is tried again at least once a minute
-# (or at the feed's every, if longer; or when its Retry-After says): one request a minute
-# spares it, and mail is found within a minute of its return, whatever the outage's length.
-FEED_REST_CAP = 60.0
+# An upstream that is down (5xx, refused, timeouts) is tried again at least every 15 s
+# (or at the feed's every, if longer; or when its Retry-After says): four requests a minute
+# spare it, and mail is found within seconds of its return, whatever the outage's length.
+FEED_REST_CAP = 15.0
 BROKEN_FEED_REST = 900.0  # refused credentials, a vanished mailbox: from 15 min up to 6 h
 LAST_FIELDS = ("id", "subject", "sender", "created_at", "url")
 
