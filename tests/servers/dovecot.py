@@ -21,10 +21,8 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Literal
 import pytest
 
 from tests.conftest import free_port
+from tests.servers.process import launch, wait_listening
 
 INSTALL_HINT = "Dovecot not installed: run tests/servers/install.sh (needs root)"
 USERNAME = "alice@example.org"
@@ -135,31 +134,8 @@ service imap-login {{
     def start(self) -> None:
         assert self._proc is None, "already running"
         conf = str(self.workdir / "dovecot.conf")
-        with (self.workdir / "stderr.log").open("ab") as stderr:
-            self._proc = subprocess.Popen(
-                [self.binary, "-F", "-c", conf],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                close_fds=True,
-                start_new_session=True,
-            )
-        self._wait_listening()
-
-    def _wait_listening(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        for port in self.ports.values():
-            while True:
-                assert self._proc is not None
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"dovecot exited: {self.log()[-2000:]}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"dovecot not listening on {port}") from None
-                    time.sleep(0.01)
+        self._proc = launch([self.binary, "-F", "-c", conf], self.workdir)
+        wait_listening(self._proc, self.ports.values(), "dovecot", self.log, 15.0)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

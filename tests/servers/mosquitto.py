@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Literal
 import pytest
 
 from tests.conftest import free_port
+from tests.servers.process import launch, wait_listening
 
 INSTALL_HINT = "Mosquitto not installed: run tests/servers/install.sh (needs root)"
 USERNAME = "inboxbot"
@@ -92,31 +91,8 @@ keyfile {w}/key.pem
     def start(self) -> None:
         assert self._proc is None, "already running"
         conf = str(self.workdir / "mosquitto.conf")
-        with (self.workdir / "stderr.log").open("ab") as stderr:
-            self._proc = subprocess.Popen(
-                [self.binary, "-c", conf],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                close_fds=True,
-                start_new_session=True,
-            )
-        self._wait_listening()
-
-    def _wait_listening(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        for port in self.ports.values():
-            while True:
-                assert self._proc is not None
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log()[-2000:]}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"mosquitto not listening on {port}") from None
-                    time.sleep(0.01)
+        self._proc = launch([self.binary, "-c", conf], self.workdir)
+        wait_listening(self._proc, self.ports.values(), "mosquitto", self.log, 10.0)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
