@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -507,24 +510,36 @@ def fuzz_loaders(examples: int, seed: int, tally: Tally) -> None:
             tally.failures += _messages(err)
 
 
+def _fuzz_one(name: str, examples: int, seed: int) -> Tally:
+    """One upstream's parser, or the loaders (``name`` "loaders"), in a worker process."""
+    warnings.filterwarnings("ignore", category=HypothesisWarning)
+    tally = Tally()
+    if name == "loaders":
+        fuzz_loaders(examples, seed, tally)
+    else:
+        fuzz_upstream(next(u for u in UPSTREAMS if u.name == name), examples, seed, tally)
+    return tally
+
+
 def run(cases: int, seed: int) -> Result:
     """``cases`` in all: a fiftieth over the loaders (each case loads three files), the rest
-    shared by the upstreams' parsers."""
-    warnings.filterwarnings("ignore", category=HypothesisWarning)
+    shared by the upstreams' parsers; one worker process per core."""
     loaders = max(cases // 50, 10)
     per_upstream = (cases - loaders) // len(UPSTREAMS)
-    counts: dict[str, Any] = {}
-    failures: list[str] = []
-    for upstream in UPSTREAMS:
-        tally = Tally()
-        fuzz_upstream(upstream, per_upstream, seed, tally)
-        counts[upstream.name] = f"{tally.cases} cases, {tally.items} items, {tally.refused} refused"
-        failures += tally.failures
-    tally = Tally()
-    fuzz_loaders(loaders, seed, tally)
-    counts["loaders"] = f"{tally.cases} cases, {tally.refused} refused with a located error"
-    failures += tally.failures
-    total = sum(int(str(v).split()[0]) for v in counts.values())
+    jobs = {u.name: per_upstream for u in UPSTREAMS} | {"loaders": loaders}
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process running a loop
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=spawn) as pool:
+        futures = {name: pool.submit(_fuzz_one, name, n, seed) for name, n in jobs.items()}
+        tallies = {name: future.result() for name, future in futures.items()}
+    counts: dict[str, Any] = {
+        name: f"{t.cases} cases, {t.items} items, {t.refused} refused"
+        for name, t in tallies.items()
+        if name != "loaders"
+    }
+    loaded = tallies["loaders"]
+    counts["loaders"] = f"{loaded.cases} cases, {loaded.refused} refused with a located error"
+    failures = [f for t in tallies.values() for f in t.failures]
+    total = sum(t.cases for t in tallies.values())
     counts = {"cases": total, **counts, "failures": len(failures)}
     tried = (
         f"Hypothesis: {per_upstream} generated answers per upstream (mutated real entries, "

@@ -1,7 +1,8 @@
 """Outage: the webhook answers 503 for M minutes, then refuses connections for M more,
 while mail keeps arriving; then it recovers. The same for the upstream (the Mail.td
 simulator answering 503, then its port closed). Counted on the receiver and the
-simulator; ``/healthz`` polled every second throughout."""
+simulator; ``/healthz`` polled every second throughout. The two run side by side, each
+with its own daemon, simulator and receiver."""
 
 from __future__ import annotations
 
@@ -65,7 +66,21 @@ class World:
             await asyncio.sleep(1.0)
 
 
+Step = Callable[[World, int], Awaitable[None]]
+
+
 async def run(tmp: Path, *, minutes: float, seed: int) -> list[Result]:
+    """The sink's outage and the upstream's, side by side (one daemon each)."""
+    (tmp / "sink").mkdir()
+    (tmp / "upstream").mkdir()
+    return list(await asyncio.gather(
+        _world(tmp / "sink", minutes, seed, "webhook", _sink_down, _sink_up),
+        _world(tmp / "upstream", minutes, seed + 1, "Mail.td", _upstream_down, _upstream_up),
+    ))  # fmt: skip
+
+
+async def _world(tmp: Path, minutes: float, seed: int, what: str, down: Step,
+                 up: Callable[[World], Awaitable[None]]) -> Result:  # fmt: skip
     world = World(CountingMailTd(rate_limit=20), CountingReceiver(), None, [], random.Random(seed))  # type: ignore[arg-type]
     await world.sim.start()
     await world.hook.start()
@@ -79,19 +94,16 @@ async def run(tmp: Path, *, minutes: float, seed: int) -> list[Result]:
     health = asyncio.create_task(world.watch_health(stop_health))
     try:
         await asyncio.sleep(3)
-        sink = await _phase(world, minutes, "webhook", _sink_down, _sink_up)
-        upstream = await _phase(world, minutes, "Mail.td", _upstream_down, _upstream_up)
+        result = await _phase(world, minutes, what, down, up)
     finally:
         stop_health.set()
         await health
         status = await world.bot.stop()
         await world.hook.stop()
         await world.sim.stop()
-    sink.counts["final exit"] = upstream.counts["final exit"] = status
-    return [sink, upstream]
-
-
-Step = Callable[[World, int], Awaitable[None]]
+    result.counts["final exit"] = status
+    result.passed = result.passed and status == 0
+    return result
 
 
 async def _sink_down(world: World, stage: int) -> None:

@@ -113,10 +113,14 @@ def _rows() -> dict[str, dict[str, object]]:
     return dict(json.loads(ROWS.read_text())) if ROWS.exists() else {}
 
 
-def write_results(rows: dict[str, dict[str, object]]) -> Path:
+def _commit() -> str:
+    """HEAD's short hash, and whether the checkout had changes."""
     commit = _shell("git", "-C", str(HERE), "rev-parse", "--short", "HEAD")
-    dirty = " (with uncommitted changes)" if _shell("git", "-C", str(HERE), "status",
-                                                    "--porcelain") else ""  # fmt: skip
+    dirty = _shell("git", "-C", str(HERE), "status", "--porcelain")
+    return f"{commit}{'+changes' if dirty else ''}"
+
+
+def write_results(rows: dict[str, dict[str, object]]) -> Path:
     lines = [
         "# Proof results",
         "",
@@ -138,7 +142,7 @@ def write_results(rows: dict[str, dict[str, object]]) -> Path:
         "",
         f"Machine: `{_shell('uname', '-a')}`, {_shell('nproc')} cores, "
         f"Python {platform.python_version()}.",
-        f"Commit: `{commit}`{dirty}.",
+        f"Table written at commit `{_commit()}`; each row names the commit it ran at.",
         "",
     ]
     out = HERE / "RESULTS.md"
@@ -173,7 +177,7 @@ async def main(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(f"   {note}", flush=True)
             when = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            when += f"{time.monotonic() - started:.0f} s"
+            when += f"{time.monotonic() - started:.0f} s, at {_commit()}"
             if _reduced(name, args):
                 when = f"reduced: {_reduced(name, args)}, " + when
             rows[result.scenario] = {**asdict(result), "seed": seed, "when": when}
