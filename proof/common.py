@@ -109,6 +109,7 @@ class CountingMailTd(MailTdSim):
         return response
 
 
+RATE = 10  # each feed's requests a second (``rate:``)
 TEMPLATE = """\
 {% block title %}{{ item.subject }}{% endblock %}
 {% block message %}{{ item.text | truncate(100) }}{% endblock %}
@@ -138,7 +139,7 @@ def write_config(
     token: {a.token}
     every: 1s
     timeout: 3s
-    rate: 10
+    rate: {RATE}
 {account_extra}"""
         for n, a in enumerate(accounts)
     )
