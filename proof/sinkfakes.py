@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bot.sim.base import FAULT_KINDS, Fault, SimServer, proxy_page
 from bot.sim.discord import DiscordSim
@@ -34,6 +35,12 @@ class Canned(SimServer):
     """Adds the ``canned`` fault to a simulator (first in the bases, before the sim)."""
 
     fault_kinds: ClassVar[frozenset[str]] = FAULT_KINDS | {"canned"}
+
+    async def respond(self, request: web.Request, handler: Handler) -> web.StreamResponse | None:
+        # The body first, as a service does before it is slow: a ``latency`` past the
+        # client's timeout then stores what the client gave up on (a possible duplicate).
+        await request.read()
+        return await super().respond(request, handler)
 
     def fault_response(self, fault: Fault) -> web.StreamResponse:
         if fault.kind != "canned":
