@@ -119,6 +119,9 @@ class Outcome:
     tag: str
     failed: list[str] = field(default_factory=list)  # "check: why"
     copies: int = 0
+    delay: float | None = None  # s from the fault's end to the delivery
+    margin: float | None = None  # s from the end of a wait asked for to the next request
+    lines: int = 0  # log lines about the sink
 
 
 def write_config(tmp: Path, sim: MailTdSim, account: SimAccount, sink: str) -> Path:
@@ -204,10 +207,13 @@ async def _cell(kind: Kind, bot: Inboxbot, sim: MailTdSim, account: SimAccount, 
         outcome.failed.append("traceback: in the log")
     if not delivered:
         outcome.failed.append(f"delivered: not within {BOUND + 25:g} s")
-    elif end is not None and delivered_at - end > BOUND:
-        outcome.failed.append(f"delivered: {delivered_at - end:.1f} s after the fault ended")
-    outcome.failed += _waited(plan, requests)
+    elif end is not None:
+        outcome.delay = round(delivered_at - end, 2)
+        if outcome.delay > BOUND:
+            outcome.failed.append(f"delivered: {outcome.delay:.1f} s after the fault ended")
+    outcome.failed += _waited(plan, requests, outcome)
     about = [ln for ln in lines if _about_sink(ln)]
+    outcome.lines = len(about)
     if len(about) > 2:
         outcome.failed.append(f"log lines: {len(about)} about the sink: " + " | ".join(
             ln[:160] for ln in about[:4]))  # fmt: skip
@@ -246,7 +252,7 @@ def _fault_end(plan: Plan, requests: list[SimRequest]) -> float | None:
     return max(first + plan.latency + (plan.wait or 0.0), plan.until or 0.0)
 
 
-def _waited(plan: Plan, requests: list[SimRequest]) -> list[str]:
+def _waited(plan: Plan, requests: list[SimRequest], outcome: Outcome) -> list[str]:
     """No request between a 429 and the end of the wait it asked for."""
     if plan.wait is None and plan.until is None:
         return []
@@ -255,6 +261,8 @@ def _waited(plan: Plan, requests: list[SimRequest]) -> list[str]:
         return ["waited: the 429 was never asked for"]
     end = plan.until if plan.until is not None else refused.time + (plan.wait or 0.0)
     after = [r for r in requests if r.time > refused.time]
+    if after:
+        outcome.margin = round(after[0].time - end, 2)
     early = [r for r in after if r.time < end - TOLERANCE]
     if early:
         return [f"waited: a request {end - early[0].time:.2f} s before the wait's end"]
@@ -281,6 +289,11 @@ def _verdict(kind: Kind, outcomes: list[Outcome], seconds: float) -> Result:
     counts: dict[str, object] = {
         "cells": len(outcomes), "passed": passed, "duplicates (allowed)": duplicates,
         **{f"failed {check}": failures[check] for check in CHECKS if failures[check]},
+        "slowest delivery after a fault s": max((o.delay for o in outcomes if o.delay is not None),
+                                                 default=None),
+        "least margin after a wait s": min((o.margin for o in outcomes if o.margin is not None),
+                                           default=None),
+        "most log lines per cell": max((o.lines for o in outcomes), default=0),
         "wall s": round(seconds, 1),
     }  # fmt: skip
     notes = [f"{o.cell}: {'; '.join(o.failed)}" for o in outcomes if o.failed]
