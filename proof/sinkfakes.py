@@ -27,7 +27,7 @@ from bot.sim.telegram import TelegramSim
 from proof.matrixfake import MatrixFake
 
 TIMEOUT = 2.0  # the sinks' `timeout:` in the matrix
-RC_PERIOD = 4.0  # the Rocket.Chat simulator's rate window (the server's is 60 s)
+RC_PERIOD = 6.0  # the Rocket.Chat simulator's rate window (the server's is 60 s)
 NTFY_REFILL = 5.0  # ntfy's bucket gains one request every 5 s and sends no Retry-After
 
 
@@ -117,7 +117,7 @@ class Kind:
     texts: Callable[[], list[str]]  # what the service accepted, one text per message
     error: Spec  # the service's own 5xx answer
     own: Spec | None  # the service's own rate signal, and the wait it asks for
-    own_wait: float = 3.0
+    own_wait: float = 6.0
     answers_json: bool = True  # a 200 that is no answer of the service's (HTML, empty)
     port: int = 0
 
@@ -125,10 +125,11 @@ class Kind:
         await self.fake.start(port=self.port)
 
 
-def proxy_429(headers: dict[str, str]) -> Spec:
-    page = proxy_page(429)
+def proxy_answer(status: int, headers: dict[str, str]) -> Spec:
+    """A reverse proxy's error page (nginx, Cloudflare) with ``headers``."""
+    page = proxy_page(status)
     assert page.text is not None
-    return "canned", {"status": 429, "body": page.text, "content_type": "text/html",
+    return "canned", {"status": status, "body": page.text, "content_type": "text/html",
                       "headers": headers}  # fmt: skip
 
 
@@ -166,7 +167,7 @@ async def gotify() -> Kind:
     return await _started(Kind("Gotify", fake, _common("gotify", url=url, token=app.token),
                                lambda: [str(m.get("title")) for m in fake.messages()],
                                ("status", {"status": 500}),
-                               ("rate_limited", {"retry_after": 3})))  # fmt: skip
+                               ("rate_limited", {"retry_after": 6})))  # fmt: skip
 
 
 async def telegram() -> Kind:
@@ -177,7 +178,7 @@ async def telegram() -> Kind:
     sink = _common("telegram", base_url=url, token=token, chat_id="123456789")
     return await _started(Kind("Telegram", fake, sink, lambda: [m.text for m in fake.messages],
                                ("status", {"status": 502, "description": "Bad Gateway"}),
-                               ("rate_limited", {"retry_after": 3})))  # fmt: skip
+                               ("rate_limited", {"retry_after": 6})))  # fmt: skip
 
 
 async def discord() -> Kind:
@@ -187,7 +188,7 @@ async def discord() -> Kind:
     return await _started(Kind("Discord", fake, _common("discord", url=fake.url(hook)),
                                lambda: [m.content for m in fake.messages],
                                ("status", {"status": 500, "message": "500: Internal Server Error"}),
-                               ("rate_limited", {"retry_after": 3.0})))  # fmt: skip
+                               ("rate_limited", {"retry_after": 6.0})))  # fmt: skip
 
 
 async def slack() -> Kind:
@@ -197,7 +198,7 @@ async def slack() -> Kind:
     return await _started(Kind("Slack", fake, _common("slack", url=fake.url(hook)),
                                lambda: [m.text for m in fake.messages],
                                ("status", {"status": 500, "body": "rollup_error"}),
-                               ("rate_limited", {"retry_after": 3})))  # fmt: skip
+                               ("rate_limited", {"retry_after": 6})))  # fmt: skip
 
 
 async def rocketchat() -> Kind:
@@ -220,7 +221,8 @@ async def matrix() -> Kind:
     return await _started(Kind("Matrix", fake, sink,
                                lambda: [str(e.content.get("body")) for e in fake.events],
                                ("status", {"status": 500}),
-                               ("rate_limited", {"retry_after_ms": 3000})))  # fmt: skip
+                               ("rate_limited", {"retry_after_ms": 6500}),
+                               own_wait=6.5))  # fmt: skip
 
 
 KINDS: dict[str, Callable[[], Awaitable[Kind]]] = {

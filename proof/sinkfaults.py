@@ -23,11 +23,11 @@ from typing import Any
 from bot.sim.base import SimRequest
 from bot.sim.mailtd import MailTdSim, SimAccount
 from proof.common import TEMPLATE, Inboxbot, Result, add_mail, until
-from proof.sinkfakes import KINDS, TIMEOUT, Kind, proxy_429
+from proof.sinkfakes import KINDS, TIMEOUT, Kind, proxy_answer
 
 BOUND = 15.0  # s from the fault's end (or the end of the wait asked for) to delivery
 REFUSED = 4.0  # s the port refuses connections
-WAIT = 3  # s of Retry-After asked for
+WAIT = 6  # s of Retry-After asked for: past the first backoff (2.5–5 s), so a hint ignored shows
 TOLERANCE = 0.05  # s: clocks read on either side of one request
 RULES = "- name: faults\n  when: {kind: email}\n  notify: [{sink: out, template: email}]\n"
 QUICK_KINDS = ("ntfy", "telegram")
@@ -44,6 +44,7 @@ class Plan:
     wait: float | None = None
     until: float | None = None
     reopened: float | None = None  # when a closed port opened again
+    refused: int = 429  # the status that asks for the wait
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,18 @@ async def _service_error(kind: Kind) -> Plan:
     return Plan()
 
 
-async def _seconds(kind: Kind) -> Plan:
-    spec = proxy_429({"Retry-After": str(WAIT)})
-    kind.fake.inject(spec[0], **spec[1])
-    return Plan(wait=WAIT)
+def _asking(status: int) -> Callable[[Kind], Awaitable[Plan]]:
+    async def apply(kind: Kind) -> Plan:
+        spec = proxy_answer(status, {"Retry-After": str(WAIT)})
+        kind.fake.inject(spec[0], **spec[1])
+        return Plan(wait=WAIT, refused=status)
+
+    return apply
 
 
 async def _date(kind: Kind) -> Plan:
     moment = math.ceil(time.time()) + WAIT + 2  # the request comes within a poll or two
-    spec = proxy_429({"Retry-After": formatdate(moment, usegmt=True)})
+    spec = proxy_answer(429, {"Retry-After": formatdate(moment, usegmt=True)})
     kind.fake.inject(spec[0], **spec[1])
     return Plan(until=moment)
 
@@ -104,11 +108,13 @@ CELLS = (
     Cell("reset before headers", _queued("reset", before_headers=True)),
     Cell("502 proxy page", _queued("html", status=502)),
     Cell("5xx service JSON", _service_error),
-    Cell("429 Retry-After s", _seconds),
+    Cell("429 Retry-After s", _asking(429)),
+    Cell("503 Retry-After s", _asking(503)),
     Cell("429 Retry-After date", _date),
     Cell("own rate signal", _own),
     Cell("HTML with 200", _queued("html", status=200), needs_json=True),
     Cell("empty body", _queued("canned", status=200, body=""), needs_json=True),
+    Cell("answer cut in half", _queued("truncated"), may_repeat=True),
     Cell("port refused", _refused),
 )
 
@@ -181,7 +187,8 @@ async def _one_kind(tmp: Path, sim: MailTdSim, name: str, cells: list[Cell]) -> 
         await kind.fake.stop()
     for outcome in outcomes:  # copies counted at the end: a late one counts too
         _count_copies(kind, outcome, next(c for c in cells if c.name == outcome.cell))
-    return _verdict(kind, outcomes, time.monotonic() - started)
+    skipped = [c.name for c in cells if not _applies(kind, c)]
+    return _verdict(kind, outcomes, skipped, time.monotonic() - started)
 
 
 async def _cell(kind: Kind, bot: Inboxbot, sim: MailTdSim, account: SimAccount, cell: Cell,
@@ -253,12 +260,12 @@ def _fault_end(plan: Plan, requests: list[SimRequest]) -> float | None:
 
 
 def _waited(plan: Plan, requests: list[SimRequest], outcome: Outcome) -> list[str]:
-    """No request between a 429 and the end of the wait it asked for."""
+    """No request between a 429 (or 503) and the end of the wait it asked for."""
     if plan.wait is None and plan.until is None:
         return []
-    refused = next((r for r in requests if r.status == 429), None)
+    refused = next((r for r in requests if r.status == plan.refused), None)
     if refused is None:
-        return ["waited: the 429 was never asked for"]
+        return [f"waited: the {plan.refused} was never answered"]
     end = plan.until if plan.until is not None else refused.time + (plan.wait or 0.0)
     after = [r for r in requests if r.time > refused.time]
     if after:
@@ -280,7 +287,7 @@ def _about_sink(line: str) -> bool:
     return ('"sink out"' in line or "sink=out" in line) and "event=delivered" not in line
 
 
-def _verdict(kind: Kind, outcomes: list[Outcome], seconds: float) -> Result:
+def _verdict(kind: Kind, outcomes: list[Outcome], skipped: list[str], seconds: float) -> Result:
     failures: Counter[str] = Counter()
     for outcome in outcomes:
         failures.update({f.partition(":")[0] for f in outcome.failed})
@@ -298,6 +305,10 @@ def _verdict(kind: Kind, outcomes: list[Outcome], seconds: float) -> Result:
     }  # fmt: skip
     notes = [f"{o.cell}: {'; '.join(o.failed)}" for o in outcomes if o.failed]
     notes += [f"{o.cell}: {o.copies} copies" for o in outcomes if o.copies > 1 and not o.failed]
+    if skipped:
+        notes.append(f"not tried: {', '.join(skipped)} (to a webhook any 2xx is the receiver's "
+                     "acceptance, and it has no rate signal of its own)")  # fmt: skip
     tried = (f"{kind.name} sink through " + ", ".join(o.cell for o in outcomes)
-             + f"; timeout {TIMEOUT:g} s, one new mail per cell")  # fmt: skip
+             + f"; `timeout: {TIMEOUT:g}s`, `rate: 600/min` (its own pacing aside), one new "
+             "mail per cell, one daemon")  # fmt: skip
     return Result(f"faults (sink {kind.name})", tried, counts, passed == len(outcomes), notes)
