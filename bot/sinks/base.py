@@ -20,11 +20,12 @@ import aiohttp
 from pydantic import ValidationError
 
 from bot.config import Model, SinkConfig
-from bot.errors import PermanentError
+from bot.errors import PermanentError, TransientError
+from bot.http import Response
 from bot.item import File
 from bot.markup import ESCAPERS
 
-__all__ = ["FeedState", "File", "Notification", "Sink", "read_options"]
+__all__ = ["FeedState", "File", "Notification", "Sink", "answered", "read_options"]
 
 M = TypeVar("M", bound=Model)
 
@@ -76,6 +77,16 @@ def read_options(model: type[M], notification: Notification, service: str) -> M:
         first = err.errors(include_url=False)[0]
         where = ".".join(str(part) for part in ("options", *first["loc"]))
         raise PermanentError(f"{where}: {first['msg']}", service=service) from None
+
+
+def answered(resp: Response, service: str, key: str) -> None:
+    """A 2xx from a service that answers a send with a JSON object holding ``key``: any
+    other body (a proxy's or captive portal's page, an empty or cut one) is not the
+    service's answer, so the notification may not have reached it: a TransientError."""
+    body = resp.json(service)  # an HTML page or invalid JSON raises TransientError
+    if not isinstance(body, dict) or key not in body:
+        raise TransientError(f"{resp.what} → HTTP {resp.status} without the service's answer "
+                             f"(no {key!r})", service=service, status=resp.status)  # fmt: skip
 
 
 class Sink(ABC):

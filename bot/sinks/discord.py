@@ -36,7 +36,7 @@ from bot.config import Model, SecretUrl, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import escape_markdown
-from bot.sinks.base import File, Notification, Sink
+from bot.sinks.base import File, Notification, Sink, answered
 
 CONTENT_LIMIT, TITLE_LIMIT, DESCRIPTION_LIMIT = 2000, 256, 4096
 SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS = 1 << 2, 1 << 12
@@ -106,6 +106,7 @@ class DiscordSink(Sink):
         resp = await self.http.request("POST", "", params={"wait": "true"}, json=payload)
         if not resp.ok:
             raise self.failure(resp)
+        answered(resp, self.name, "id")  # with ?wait=true Discord answers the message
 
     def markdown(self, message: str) -> str:
         """The message as Discord markdown: a text-format message is escaped whole."""

@@ -26,7 +26,7 @@ from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, RemoteError
 from bot.http import HttpClient, Response, classify
 from bot.markup import fit, fit_bytes, hard_breaks
-from bot.sinks.base import File, Notification, Sink, read_options
+from bot.sinks.base import File, Notification, Sink, answered, read_options
 
 PRIORITY = {"min": 1, "low": 3, "default": 5, "high": 8, "urgent": 10}
 # Gotify itself sets no limit, but with MySQL it keeps a message in a TEXT column:
@@ -69,6 +69,7 @@ class GotifySink(Sink):
         resp = await self.http.request("POST", "/message", json=self.payload(notification))
         if not resp.ok:
             raise self._error(resp)
+        answered(resp, self.name, "id")  # Gotify answers the stored message
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """Gotify's message body for ``n``."""

@@ -46,7 +46,7 @@ from bot.config import HttpUrl, Model, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import escape_html, line_breaks
-from bot.sinks.base import File, Notification, Sink
+from bot.sinks.base import File, Notification, Sink, answered
 from bot.text import html_to_text
 
 BODY_LIMIT = 24_000
@@ -105,6 +105,7 @@ class MatrixSink(Sink):
         resp = await self.http.request("PUT", path, json=self.content(notification))
         if not resp.ok:
             raise self.error(resp)
+        answered(resp, self.name, "event_id")  # a retry with the same txn id is safe
 
     async def resolve_room(self) -> str:
         """The room id, looking an alias up once."""

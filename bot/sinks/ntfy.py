@@ -31,7 +31,7 @@ from bot.config import Model, SinkConfig
 from bot.errors import AuthError, QuotaError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
 from bot.markup import fit, fit_bytes, hard_breaks
-from bot.sinks.base import File, Notification, Sink, read_options
+from bot.sinks.base import File, Notification, Sink, answered, read_options
 
 TOPIC = re.compile(r"[-_A-Za-z0-9]{1,64}")
 PRIORITY = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5}
@@ -138,6 +138,7 @@ class NtfySink(Sink):
         )
         if not resp.ok:
             raise self._error(resp)
+        answered(resp, self.name, "id")  # ntfy answers the stored message
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """ntfy's JSON publish body for ``n``, within its message and body limits."""

@@ -36,7 +36,7 @@ from pydantic import Field, SecretStr
 from bot.config import HttpUrl, SinkConfig
 from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify, retry_after
-from bot.sinks.base import File, Notification, Sink
+from bot.sinks.base import File, Notification, Sink, answered
 
 ZWSP = "\u200b"
 MESSAGE_LIMIT = 5000  # Message_MaxAllowedSize's default, in JavaScript (UTF-16) units
@@ -126,6 +126,7 @@ class RocketChatSink(Sink):
         resp = await self.http.request("POST", "/api/v1/chat.postMessage", json=body)
         if not resp.ok:
             raise self._error(resp)
+        answered(resp, self.name, "message")  # the server answers the message it stored
 
     def text(self, n: Notification) -> str:
         """The post: the title in bold, the message cut to fit, the link kept whole."""

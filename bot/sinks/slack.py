@@ -40,7 +40,7 @@ import aiohttp
 from pydantic import Field
 
 from bot.config import SecretUrl, SinkConfig
-from bot.errors import AuthError, PermanentError, RemoteError
+from bot.errors import AuthError, PermanentError, RemoteError, TransientError
 from bot.http import HttpClient, Response, classify
 from bot.sinks.base import File, Notification, Sink
 
@@ -102,6 +102,10 @@ class SlackSink(Sink):
         resp = await self.http.request("POST", "", json=payload)
         if not resp.ok:
             raise self.failure(resp)
+        if not resp.body.strip() or b"<html" in resp.body[:500].lower():  # Slack says "ok"
+            raise TransientError(f"{resp.what} → HTTP {resp.status} without Slack's answer: "
+                                 "a proxy's page or an empty body", service=self.name,
+                                 status=resp.status)  # fmt: skip
 
     def text(self, n: Notification) -> str:
         marker = MARKERS.get(n.priority, "")
