@@ -417,6 +417,17 @@ async def test_429_retry_after_comes_from_the_reset_in_milliseconds(
     assert info.value.retry_after is not None and 55 < info.value.retry_after <= 60
 
 
+async def test_a_retry_after_wins_over_the_default_minute(
+    rc: RocketChatSim, me: SimUser, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): a 429 with ``Retry-After: 3`` and no
+    ``X-RateLimit-Reset`` (a proxy's) made the feed rest 60 s; now the 3 s it names."""
+    rc.inject("status", status=429, headers={"Retry-After": "3"})
+    with pytest.raises(TransientError) as info:
+        await source(rc, me, session).poll("dms", None)
+    assert info.value.retry_after == 3.0
+
+
 async def test_the_client_keeps_to_10_calls_per_route_per_minute(
     session: aiohttp.ClientSession,
 ) -> None:
