@@ -204,6 +204,24 @@ async def test_a_429_keeps_the_retry_after_it_names(
     assert info.value.retry_after is not None and 2.0 <= info.value.retry_after <= 4.0
 
 
+async def test_a_detail_refused_with_retry_after_holds_the_list_too(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): after a detail's 429 with ``Retry-After: 3`` the list
+    was polled 1 s later (3 requests inside the wait). Now nothing is sent until it ends."""
+    fill(sim, account, 1)
+    src = source(sim, account, session)
+    (item,) = (await src.poll("messages", None)).items
+    sim.inject("status", status=429, path="/messages/", headers={"Retry-After": "3"})
+    with pytest.raises(TransientError):
+        await src.complete(item)
+    asked = len(sim.requests)
+    with pytest.raises(TransientError, match="not sent") as info:
+        await src.poll("messages", None)
+    assert len(sim.requests) == asked
+    assert info.value.retry_after is not None and 2.5 < info.value.retry_after <= 3.0
+
+
 async def test_a_legacy_quota_code_is_a_quota_error(
     sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
 ) -> None:

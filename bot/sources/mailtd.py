@@ -75,6 +75,7 @@ class MailTdSource(Source):
             # the service counts per user (token): accounts sharing a token share the budget
             limiter=limiters.get(f"mailtd:{digest(config.token)}", *config.rate),
             timeout=config.timeout.total_seconds(),
+            heed=True,  # details are fetched outside the poll: a Retry-After holds both
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
 
