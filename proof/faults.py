@@ -41,15 +41,17 @@ class Cell:
 Garble = Callable[[list[dict[str, Any]]], Any]
 
 
-def _garble(up: Upstream, change: Garble) -> Callable[[Any], Any]:
-    """A rewrite of the answer's records (the list of them, wherever the answer holds it)."""
+def _garble(up: Upstream, change: Garble, records: str | None = "") -> Callable[[Any], Any]:
+    """A rewrite of the answer's records (the list of them, wherever the answer holds it:
+    under ``records``, by default the upstream's item records' key)."""
+    key = up.records if records == "" else records
 
     def fn(data: Any) -> Any:
-        found = data if up.records is None else data.get(up.records)
+        found = data if key is None else data.get(key)
         if not isinstance(found, list):
             return data
         new = change([dict(r) for r in found if isinstance(r, dict)])
-        return new if up.records is None else {**data, up.records: new}
+        return new if key is None else {**data, key: new}
 
     return fn
 
@@ -85,6 +87,15 @@ def cells(up: Upstream) -> list[Cell]:
         Cell("duplicate ids in one page", items, "rewrite",
              {"fn": _garble(up, lambda rs: rs + rs)}),
     ]  # fmt: skip
+    if up.list_records:  # the list is not the items' records (Rocket.Chat's rooms)
+        rid, rooms = up.list_id, up.list_records
+        found += [
+            Cell(f"list: {rid} as object", lst, "rewrite",
+                 {"fn": _garble(up, lambda rs: [{**r, rid: {"id": r.get(rid)}} for r in rs],
+                                rooms)}),
+            Cell(f"list: missing {rid}", lst, "rewrite",
+                 {"fn": _garble(up, lambda rs: [_without(r, rid) for r in rs], rooms)}),
+        ]  # fmt: skip
     if up.next_path:
         nxt, what = up.next_path, "detail" if up.next_path != up.items_path else "history"
         found += [
@@ -93,7 +104,11 @@ def cells(up: Upstream) -> list[Cell]:
             Cell(f"{what}: 5xx own JSON error", nxt, "status", {"status": 500}),
             Cell(f"{what}: 429 Retry-After 3 s", nxt, "status", ra, wait=3.0),
             Cell(f"{what}: truncated JSON", nxt, "truncated"),
+            Cell(f"{what}: HTML page with 200", nxt, "html", {"status": 200}),
+            Cell(f"{what}: empty body 200", nxt, "empty"),
         ]
+        if what == "detail":
+            found.append(Cell("detail: list where object", nxt, "rewrite", {"fn": lambda d: [d]}))
     if up.page:
         found += [Cell(f"pages shift: {how}", items, "before", shift=how)
                   for how in ("inserted", "deleted")]  # fmt: skip

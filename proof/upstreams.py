@@ -44,6 +44,8 @@ class Upstream:
     kind: str = "email"
     page: int = 0  # records per page (0: no pages)
     many: Callable[[int], list[str]] | None = None  # that many new items at once
+    list_records: str = ""  # where the list is not the item records: its records' key
+    list_id: str = ""  # and their id
     own_rate: list[OwnRate] = field(default_factory=list)
 
     def add_many(self, count: int) -> list[str]:
@@ -182,7 +184,7 @@ async def rocketchat(rng: random.Random) -> Upstream:
     own: list[OwnRate] = [("own 429 X-RateLimit-Reset (epoch ms)", "rate_limited", {}, RC_PERIOD)]
     return Upstream("Rocket.Chat", sim, account, add, remove, "subscriptions.get", "dm.history",
                     "dm.history", "messages", "_id", "ts", kind="chat", page=100, many=add_many,
-                    own_rate=own)  # fmt: skip
+                    list_records="update", list_id="rid", own_rate=own)  # fmt: skip
 
 
 async def all_upstreams(rng: random.Random) -> list[Upstream]:

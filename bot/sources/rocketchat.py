@@ -198,7 +198,9 @@ class RocketChatSource(Source):
             for sub in state.changed(subs):
                 if sub.get("t") != "d" or (state.since is None and not _has_unread(sub)):
                     continue
-                rid = str(sub["rid"])
+                rid = sub["rid"]
+                if not (isinstance(rid, str) and rid):  # else its history would look empty
+                    raise ValueError(f"a subscription without a proper rid: {rid!r}")
                 oldest = state.oldest(rid) if state.since else _time_or_none(sub.get("ls"))
                 for m in await self._history(rid, oldest, known, first=state.since is None):
                     created = parse_time(m["ts"])
