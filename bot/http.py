@@ -2,7 +2,9 @@
 
 The session is created once by the daemon and passed in. Network failures,
 timeouts, HTML error pages and truncated JSON all become ``TransientError``;
-what an HTTP status means is each module's business (see ``classify``).
+what an HTTP status means is each module's business (see ``classify``). With ``heed``,
+a 429 or 503 with ``Retry-After`` quiets the client: until then it sends nothing (a
+TransientError), so a detail refused that way stops the list polls too.
 Messages name the method and path, never the query string or a header.
 """
 
@@ -175,6 +177,7 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         limiter: RateLimiter | None = None,
         timeout: float = 30.0,
+        heed: bool = False,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -182,19 +185,27 @@ class HttpClient:
         self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
         self.limiter = limiter
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.heed = heed
+        self.quiet_until = 0.0  # monotonic: a Retry-After the remote gave, not over yet
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Response:
         if self.limiter:
             await self.limiter.wait()
         url = f"{self.base_url}{path}"
         shown = path.split("?", 1)[0] or mask_url(self.base_url)
+        quiet = self.quiet_until - time.monotonic()
+        if quiet > 0:  # any request of ours (a detail, the list) would come inside the wait
+            raise TransientError(f"{method} {shown}: not sent, asked to wait {quiet:.1f} s more",
+                                 service=self.service, retry_after=quiet)  # fmt: skip
         headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
             async with self.session.request(
                 method, url, headers=headers, timeout=self.timeout, **kwargs
             ) as resp:
                 body = await resp.read()
-                return Response(method, shown, resp.status, resp.headers, body)
+                answer = Response(method, shown, resp.status, resp.headers, body)
+                self._heed(answer)
+                return answer
         except TimeoutError:
             raise TransientError(f"{method} {shown}: timed out", service=self.service) from None
         except aiohttp.ClientConnectorError as err:  # the host is no secret; the path may be
@@ -205,3 +216,9 @@ class HttpClient:
         except aiohttp.ClientError as err:
             reason = type(err).__name__
             raise TransientError(f"{method} {shown}: {reason}", service=self.service) from None
+
+    def _heed(self, resp: Response) -> None:
+        """A 429 or 503 asking to wait: nothing more is sent to this remote before then."""
+        hint = retry_after(resp.headers) if self.heed and resp.status in (429, 503) else None
+        if hint:
+            self.quiet_until = max(self.quiet_until, time.monotonic() + hint)

@@ -448,6 +448,17 @@ async def test_the_write_throttle_is_transient_with_a_hint(
     assert info.value.retry_after and not sim.dmails[int(item.id)].is_read
 
 
+async def test_a_429_on_a_read_keeps_its_retry_after_and_blames_no_write(
+    sim: E621Sim, alice: SimUser, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): a GET answered 429 was logged as "write budget used
+    up" (the daemon had written nothing)."""
+    sim.inject("status", status=429, path="/dmails", headers={"Retry-After": "3"})
+    with pytest.raises(TransientError, match="too many requests") as info:
+        await source(sim, alice, session).poll("dmails", None)
+    assert info.value.retry_after == 3.0 and "write" not in str(info.value)
+
+
 async def test_a_refused_pagination_is_reported_as_our_bug(
     sim: E621Sim, alice: SimUser, session: aiohttp.ClientSession
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import aiohttp
 import pytest
@@ -188,6 +189,37 @@ async def test_faults_become_our_errors(
     with pytest.raises(error) as info:
         await source(sim, account, session).poll("messages", None)
     assert account.token not in str(info.value)
+
+
+@pytest.mark.parametrize("header", ["3", "date"])
+async def test_a_429_keeps_the_retry_after_it_names(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession, header: str
+) -> None:
+    """Found by `make proof` (faults): a 429 with ``Retry-After: 3`` was tried again after
+    1 s (two list requests inside the wait); now the feed rests as long as it says."""
+    stamp = format_datetime(datetime.now(UTC) + timedelta(seconds=4), usegmt=True)
+    sim.inject("status", status=429, headers={"Retry-After": "3" if header == "3" else stamp})
+    with pytest.raises(TransientError) as info:
+        await source(sim, account, session).poll("messages", None)
+    assert info.value.retry_after is not None and 2.0 <= info.value.retry_after <= 4.0
+
+
+async def test_a_detail_refused_with_retry_after_holds_the_list_too(
+    sim: MailTdSim, account: SimAccount, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): after a detail's 429 with ``Retry-After: 3`` the list
+    was polled 1 s later (3 requests inside the wait). Now nothing is sent until it ends."""
+    fill(sim, account, 1)
+    src = source(sim, account, session)
+    (item,) = (await src.poll("messages", None)).items
+    sim.inject("status", status=429, path="/messages/", headers={"Retry-After": "3"})
+    with pytest.raises(TransientError):
+        await src.complete(item)
+    asked = len(sim.requests)
+    with pytest.raises(TransientError, match="not sent") as info:
+        await src.poll("messages", None)
+    assert len(sim.requests) == asked
+    assert info.value.retry_after is not None and 2.5 < info.value.retry_after <= 3.0
 
 
 async def test_a_legacy_quota_code_is_a_quota_error(

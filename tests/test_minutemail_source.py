@@ -371,6 +371,18 @@ async def test_a_per_second_429_is_a_short_transient_error(
     assert not isinstance(info.value, QuotaError) and info.value.retry_after == 1.0
 
 
+async def test_a_429_with_retry_after_and_no_quota_figure_is_a_rate_limit(
+    mm: MinuteMailSim, key: SimKey, box: SimMailbox, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): a 429 with ``Retry-After: 3`` but no
+    ``X-RateLimit-Remaining`` (a proxy's) was taken for the spent quota: the feed rested an
+    hour. Now it rests the 3 s it was asked to."""
+    mm.inject("status", status=429, message="Too Many Requests", headers={"Retry-After": "3"})
+    with pytest.raises(TransientError) as info:
+        await source(mm, key, box, session).poll("mails", None)
+    assert not isinstance(info.value, QuotaError) and info.value.retry_after == 3.0
+
+
 async def test_the_quota_is_a_quota_error_with_no_retry_loop(
     now: Now, session: aiohttp.ClientSession
 ) -> None:

@@ -273,6 +273,22 @@ async def test_a_room_gone_between_the_two_calls_is_skipped(
     assert result.items == []
 
 
+async def test_a_subscription_with_a_garbled_rid_fails_the_poll_and_loses_nothing(
+    rc: RocketChatSim, me: SimUser, bob: SimUser, dm: SimRoom, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): a ``rid`` given as an object was asked for as the
+    room "{'id': …}", found gone, and the cursor moved past the DM's change: the message
+    was only found with the room's next message. Now the poll fails and changes nothing."""
+    src = source(rc, me, session)
+    first = await src.poll("dms", None)
+    rc.add_message(dm, bob, "during")
+    rc.inject("rewrite", path="subscriptions.get", fn=lambda data: {
+        **data, "update": [{**s, "rid": {"id": s["rid"]}} for s in data["update"]]})  # fmt: skip
+    with pytest.raises(TransientError, match="rid"):
+        await src.poll("dms", first.cursor)
+    assert texts((await src.poll("dms", first.cursor)).items) == ["during"]
+
+
 def test_the_cursor_stays_small() -> None:
     now = datetime.now(UTC)
     rooms = {f"room{n:04d}": now - timedelta(minutes=n) for n in range(1000)}
@@ -415,6 +431,17 @@ async def test_429_retry_after_comes_from_the_reset_in_milliseconds(
             await src.poll("dms", None)
     assert info.value.status == 429 and "too-many-requests" in str(info.value)
     assert info.value.retry_after is not None and 55 < info.value.retry_after <= 60
+
+
+async def test_a_retry_after_wins_over_the_default_minute(
+    rc: RocketChatSim, me: SimUser, session: aiohttp.ClientSession
+) -> None:
+    """Found by `make proof` (faults): a 429 with ``Retry-After: 3`` and no
+    ``X-RateLimit-Reset`` (a proxy's) made the feed rest 60 s; now the 3 s it names."""
+    rc.inject("status", status=429, headers={"Retry-After": "3"})
+    with pytest.raises(TransientError) as info:
+        await source(rc, me, session).poll("dms", None)
+    assert info.value.retry_after == 3.0
 
 
 async def test_the_client_keeps_to_10_calls_per_route_per_minute(

@@ -9,13 +9,22 @@ upstream's requests in ``serve``; it overrides ``fault_response``, ``down_respon
 - ``latency`` (``seconds``): wait, then answer normally;
 - ``status``, ``html`` (``status``), ``rate_limited``: answer in the upstream's shape;
 - ``truncated``: the real answer cut in half; ``reset`` (``before_headers``): drop the
-  connection, by default mid-body.
+  connection, by default mid-body;
+- ``empty`` (``status``, 200 by default): a 200 with an empty JSON body, or a 204;
+- ``rewrite`` (``fn``): the real answer's JSON passed through ``fn`` (a callable, so only
+  in-process, not through ``/_sim/faults``), e.g. ids turned into objects;
+- ``before`` (``fn``): ``fn(request)`` runs, then the request is answered normally (e.g. mail
+  inserted and deleted between a page 1 and a page 2 request).
+
+Every kind answering in place of the service (``status``, ``html``, ``rate_limited``,
+``empty``…) takes ``headers``, added to its answer (e.g. ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -26,7 +35,10 @@ from typing import Any, ClassVar, Self
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-FAULT_KINDS = frozenset({"latency", "status", "html", "truncated", "reset", "rate_limited"})
+FAULT_KINDS = frozenset(
+    {"latency", "status", "html", "truncated", "reset", "rate_limited", "empty", "rewrite",
+     "before"}
+)  # fmt: skip
 
 _PROXY_PAGE = (
     "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
@@ -46,7 +58,10 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
 
     def matches(self, request: web.Request) -> bool:
+        """``path`` is a substring of the request's path; ending in ``$``, its end."""
         method_ok = self.method is None or self.method.upper() == request.method
+        if self.path is not None and self.path.endswith("$"):
+            return method_ok and request.path.endswith(self.path[:-1])
         return method_ok and (self.path is None or self.path in request.path)
 
 
@@ -252,15 +267,22 @@ class SimServer:
         if self.down:
             return self.down_response()
         fault = self._take_fault(request)
-        if fault is not None and fault.kind == "latency":
-            await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
+        if fault is not None and fault.kind in ("latency", "before"):
+            if fault.kind == "before":
+                fault.params["fn"](request)
+            else:
+                await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
             fault = None
         if fault is not None and fault.kind == "reset":
             await self._reset(request, before_headers=bool(fault.params.get("before_headers")))
             return None
-        if fault is not None and fault.kind != "truncated":
-            return self.fault_response(fault)
+        if fault is not None and fault.kind not in ("truncated", "rewrite"):
+            answer = _empty(fault) if fault.kind == "empty" else self.fault_response(fault)
+            answer.headers.update(fault.params.get("headers") or {})
+            return answer
         response = await self.serve(request, handler)
+        if fault is not None and fault.kind == "rewrite":
+            return _rewritten(response, fault.params["fn"])
         return response if fault is None else self.truncate(response)
 
     @web.middleware
@@ -316,6 +338,26 @@ class SimServer:
 
     async def _ctl_counts(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.counts))
+
+
+def _empty(fault: Fault) -> web.StreamResponse:
+    status = int(fault.params.get("status", 200))
+    if status == 204:
+        return web.Response(status=204)
+    return web.Response(status=status, body=b"", content_type="application/json")
+
+
+def _rewritten(response: web.StreamResponse, fn: Callable[[Any], Any]) -> web.StreamResponse:
+    """``response`` with its JSON body passed through ``fn`` (unchanged if it is not JSON)."""
+    body = response.body if isinstance(response, web.Response) else None
+    try:
+        data = json.loads(body) if isinstance(body, bytes) else None
+    except ValueError:
+        return response
+    if data is None:
+        return response
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return web.Response(status=response.status, headers=headers, text=json.dumps(fn(data)))
 
 
 def simulator_parser(description: str, port: int) -> argparse.ArgumentParser:

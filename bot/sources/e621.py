@@ -294,7 +294,8 @@ class E621Source(Source):
             return TransientError(text, service=service, status=status, retry_after=hint)
         if status == 429:
             hint = retry_after(resp.headers) or THROTTLE_RETRY
-            text = f"{what} → HTTP 429: write budget used up ({message or 'throttled'})"
+            used = "write budget used up" if resp.method != "GET" else "too many requests"
+            text = f"{what} → HTTP 429: {used} ({message or 'throttled'})"
             return TransientError(text, service=service, status=429, retry_after=hint)
         if status == 410 and resp.method == "GET":
             text = f"e621 refused our pagination (410: {message}): this is a bug in inboxbot"

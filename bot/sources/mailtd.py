@@ -26,7 +26,7 @@ from pydantic import Field, SecretStr
 
 from bot.config import AccountConfig, AccountRate, HttpUrl, Interval, show_rate
 from bot.errors import GoneError, PermanentError, QuotaError, RemoteError, TransientError
-from bot.http import HttpClient, Limiters, Response, classify, digest
+from bot.http import HttpClient, Limiters, Response, classify, digest, retry_after
 from bot.item import Attachment, File, Item
 from bot.sources.base import Known, PollResult, Source, nothing_known
 from bot.text import find_links, html_to_text
@@ -75,6 +75,7 @@ class MailTdSource(Source):
             # the service counts per user (token): accounts sharing a token share the budget
             limiter=limiters.get(f"mailtd:{digest(config.token)}", *config.rate),
             timeout=config.timeout.total_seconds(),
+            heed=True,  # details are fetched outside the poll: a Retry-After holds both
         )
         self.prefix = f"/api/accounts/{quote(config.account_id, safe='@')}/messages"
 
@@ -199,9 +200,9 @@ class MailTdSource(Source):
         if resp.status == 429 and code in ("quota_exceeded", "ops_quota_exceeded"):
             return QuotaError("monthly operations quota exhausted", service=self.name,
                               status=429, retry_after=QUOTA_RETRY)  # fmt: skip
-        if resp.status == 429:
+        if resp.status == 429:  # no Retry-After is documented; one a proxy sends is kept
             return TransientError("rate limit exceeded", service=self.name, status=429,
-                                  retry_after=1.0)  # fmt: skip
+                                  retry_after=retry_after(resp.headers) or 1.0)  # fmt: skip
         if resp.status in (404, 410) and "/messages/" in resp.path:
             state = "expired" if resp.status == 410 else "not found"
             return GoneError(f"{resp.what}: message {state}", service=self.name, status=resp.status)

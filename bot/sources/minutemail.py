@@ -207,9 +207,10 @@ class MinuteMailSource(Source):
         return classify(resp, self.name, said.strip(" :") or _shape(resp))
 
     def _too_many(self, resp: Response, said: str) -> TransientError:
-        remaining = _remaining(resp)
-        if remaining is not None and remaining > 0:  # quota left: a per-second limit then
-            hint = retry_after(resp.headers) or 1.0
+        remaining, hint = _remaining(resp), retry_after(resp.headers)
+        # quota left, or no quota figure but a time to wait: a per-second limit then
+        if (remaining is not None and remaining > 0) or (remaining is None and hint is not None):
+            hint = hint or 1.0
             return TransientError(
                 f"{resp.what} → HTTP 429: rate limited{said}",
                 service=self.name,

@@ -43,7 +43,7 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from bot.config import AccountConfig, HttpUrl, Interval, parse_rate, show_rate
 from bot.errors import AuthError, GoneError, PermanentError, RemoteError, TransientError
-from bot.http import HttpClient, Limiters, Response, classify
+from bot.http import HttpClient, Limiters, Response, classify, retry_after
 from bot.item import Attachment, Item
 from bot.sources.base import Known, PollResult, Report, Source, Wake, nothing_known
 from bot.sources.rocketchat_realtime import Stream, every_of
@@ -198,7 +198,9 @@ class RocketChatSource(Source):
             for sub in state.changed(subs):
                 if sub.get("t") != "d" or (state.since is None and not _has_unread(sub)):
                     continue
-                rid = str(sub["rid"])
+                rid = sub["rid"]
+                if not (isinstance(rid, str) and rid):  # else its history would look empty
+                    raise ValueError(f"a subscription without a proper rid: {rid!r}")
                 oldest = state.oldest(rid) if state.since else _time_or_none(sub.get("ls"))
                 for m in await self._history(rid, oldest, known, first=state.since is None):
                     created = parse_time(m["ts"])
@@ -372,7 +374,11 @@ class RocketChatSource(Source):
 
 
 def _reset_after(resp: Response, error: str) -> float:
-    """Seconds until the window resets: ``X-RateLimit-Reset`` is epoch milliseconds."""
+    """Seconds until the window resets: a ``Retry-After`` (from a proxy in front), else
+    ``X-RateLimit-Reset`` (epoch milliseconds), else the wait the error names."""
+    hint = retry_after(resp.headers)
+    if hint is not None:
+        return hint
     try:
         reset = float(resp.headers.get("X-RateLimit-Reset", ""))
         return max(0.0, (reset / 1000 if reset > 1e11 else reset) - time.time())
