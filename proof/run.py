@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash, fuzz, guard, outage, secrets, sinkfaults
+from proof import crash, faults, fuzz, guard, outage, secrets, sinkfaults
 from proof.common import Result
 
 HERE = Path(__file__).parent
@@ -74,12 +74,16 @@ async def _guard(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]
     return [await guard.run(tmp, seed=seed)]
 
 
+async def _faults(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return await faults.run(tmp, seed=seed)
+
+
 async def _sinkfaults(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
     return await sinkfaults.run(tmp, seed=seed)
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "crash": _crash, "outage": _outage, "sinkfaults": _sinkfaults, "fuzz": _fuzz,
+    "crash": _crash, "outage": _outage, "faults": _faults, "sinkfaults": _sinkfaults, "fuzz": _fuzz,
     "secrets": _secrets, "guard": _guard,
 }  # fmt: skip
 
