@@ -49,6 +49,7 @@ class World:
     rng: random.Random
     pace: Pace
     sent: list[str] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # s since the start, as sent
     samples: list[Sample] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)  # when the receiver's port was closed
     reloads: int = 0
@@ -60,6 +61,7 @@ class World:
             await asyncio.sleep(self.rng.expovariate(MAILS_PER_SECOND))
             account = self.rng.choice(self.accounts)
             self.sent.append(add_mail(self.sim, account, f"soak {len(self.sent)}"))
+            self.arrived.append(time.monotonic() - self.started)
 
     async def reload(self, stop: asyncio.Event) -> None:
         """SIGHUP with a changed configuration (a harmless value toggled)."""
@@ -202,7 +204,8 @@ def _result(world: World, status: int, settled: bool, stale_rows: int) -> Result
     log = world.bot.log.read_text(errors="replace")
     windows = Windows(world.samples, world.pace.seconds)
     return verdict(
-        windows, sent=world.sent, hook=world.hook, sim=world.sim, closes=world.closes,
+        windows, sent=world.sent, arrived=world.arrived, hook=world.hook, sim=world.sim,
+        closes=world.closes,
         reloads=(world.reloads, log.count("event=reloaded")), tracebacks=log.count("Traceback"),
         stale_rows=stale_rows, settled=settled, status=status, pace=world.pace,
         accounts=ACCOUNTS,
