@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.sim.e621 import E621Sim
 from bot.sim.mailtd import SimAccount
 from proof.common import (
     CountingMailTd,
@@ -34,9 +35,21 @@ RULES = """\
   when: {kind: email}
   notify: [{sink: hooks, template: email}]
   then: [mark_read, {delete: {after: 3s}}]
+- name: new-dmail
+  when: {kind: dmail}
+  notify: [{sink: hooks, template: email}]
+"""
+ART = """\
+  art:
+    type: e621
+    base_url: {url}
+    username: {user.name}
+    api_key: {user.api_key}
+    feeds: {{dmails: {{every: 2s}}}}
 """
 ACCOUNTS = 34  # 34 feeds at 1 s poll as often in 5 min as one feed at `every: 1m` in a week
 MAILS_PER_SECOND = 3.0
+DMAILS_PER_SECOND = 0.2  # and e621 DMails to one more feed (e621 asks for 1 request/s)
 SETTLE = 60.0  # seconds allowed at the end for the last deliveries and actions
 
 
@@ -48,7 +61,9 @@ class World:
     accounts: list[SimAccount]
     rng: random.Random
     pace: Pace
+    e621: E621Sim = field(default_factory=E621Sim)
     sent: list[str] = field(default_factory=list)
+    dmails: list[str] = field(default_factory=list)
     arrived: list[float] = field(default_factory=list)  # s since the start, as sent
     samples: list[Sample] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)  # when the receiver's port was closed
@@ -62,6 +77,13 @@ class World:
             account = self.rng.choice(self.accounts)
             self.sent.append(add_mail(self.sim, account, f"soak {len(self.sent)}"))
             self.arrived.append(time.monotonic() - self.started)
+
+    async def dmail(self, stop: asyncio.Event) -> None:
+        artist, friend = self.e621.user_named("soak_artist"), self.e621.user_named("friend")
+        assert artist and friend
+        while not await _wait(stop, self.rng.expovariate(DMAILS_PER_SECOND)):
+            n = len(self.dmails)
+            self.dmails.append(str(self.e621.send_dmail(friend, artist, f"dm {n}", "hello")))
 
     async def reload(self, stop: asyncio.Event) -> None:
         """SIGHUP with a changed configuration (a harmless value toggled)."""
@@ -144,12 +166,17 @@ async def run(tmp: Path, *, minutes: float, seed: int) -> list[Result]:
                   random.Random(seed), pace)  # fmt: skip
     await world.sim.start()
     await world.hook.start()
+    await world.e621.start()
+    artist = world.e621.add_user("soak_artist")
+    world.e621.add_user("friend")
     world.accounts = [world.sim.add_account(f"soak{n}@mail.td") for n in range(ACCOUNTS)]
     for account in world.accounts:
         account.rate_limit = 20
     extra = (f"state: state.db\nretention: {pace.retention:g}s\n"
              "max_actions_per_poll: 100000\n")  # fmt: skip
     config = write_config(tmp, world.sim, world.accounts, world.hook.url, RULES, extra=extra)
+    art = ART.format(url=world.e621.base_url, user=artist)
+    config.write_text(config.read_text().replace("sinks:\n", art + "sinks:\n", 1))
     world.bot = Inboxbot(config, tmp / "soak.log")
     try:
         await world.bot.start()
@@ -161,13 +188,16 @@ async def run(tmp: Path, *, minutes: float, seed: int) -> list[Result]:
         await world.bot.kill()
         await world.hook.stop()
         await world.sim.stop()
+        await world.e621.stop()
     return [_result(world, status, settled, db_rows(tmp / "state.db", pace.retention))]
 
 
 async def _soak(world: World) -> tuple[int, bool]:
     stop = asyncio.Event()
     sampler = asyncio.create_task(world.sample(stop))
-    others = [asyncio.create_task(w(stop)) for w in (world.feed, world.reload, world.flap)]
+    others = [
+        asyncio.create_task(w(stop)) for w in (world.feed, world.dmail, world.reload, world.flap)
+    ]
     await asyncio.sleep(world.pace.seconds)
     stop.set()
     await asyncio.gather(sampler, *others)
@@ -178,7 +208,8 @@ async def _soak(world: World) -> tuple[int, bool]:
 
 def _settled(world: World) -> bool:
     delivered = {str(b["item_id"]) for b in world.hook.received}
-    return all(i in delivered and world.sim.message(i).deleted for i in world.sent)
+    mails = all(i in delivered and world.sim.message(i).deleted for i in world.sent)
+    return mails and delivered >= set(world.dmails)
 
 
 def _write_samples(path: Path, samples: list[Sample]) -> None:
@@ -204,8 +235,8 @@ def _result(world: World, status: int, settled: bool, stale_rows: int) -> Result
     log = world.bot.log.read_text(errors="replace")
     windows = Windows(world.samples, world.pace.seconds)
     return verdict(
-        windows, sent=world.sent, arrived=world.arrived, hook=world.hook, sim=world.sim,
-        closes=world.closes,
+        windows, sent=world.sent, dmails=world.dmails, arrived=world.arrived,
+        hook=world.hook, sim=world.sim, closes=world.closes,
         reloads=(world.reloads, log.count("event=reloaded")), tracebacks=log.count("Traceback"),
         stale_rows=stale_rows, settled=settled, status=status, pace=world.pace,
         accounts=ACCOUNTS,

@@ -20,6 +20,10 @@ FD_SLACK, TASK_SLACK, THREAD_SLACK = 4, 4, 2
 # (bot.pipeline.DEDUP_HORIZON, a year) so that a mail listed again is not new. So after the
 # warm-up the database may grow by at most this much per mail that arrived since.
 ID_BYTES = 1024
+# A run shorter than this ends within the write-ahead log's first cycles (it grows to ~4 MB
+# before SQLite checkpoints it), so its database size says nothing of the retention: only
+# the rows the retention should have removed are checked then.
+DB_MEASURABLE = 120.0
 CLOSE_WINDOW = 2.0  # s: a POST accepted this shortly before the port closed may be sent again
 DAY_POLLS = 1440  # one feed at `every: 1m` polls 1,440 times a day
 
@@ -83,11 +87,12 @@ class Windows:
         return 1000 * (window[-1].poll_s - window[0].poll_s) / (window[-1].polls - window[0].polls)
 
 
-def deliveries(sent: Sequence[str], hook: CountingReceiver, sim: CountingMailTd,
-               closes: Sequence[float]) -> dict[str, Any]:  # fmt: skip
-    """What the receiver and the simulator saw of each mail."""
+def deliveries(sent: Sequence[str], dmails: Sequence[str], hook: CountingReceiver,
+               sim: CountingMailTd, closes: Sequence[float]) -> dict[str, Any]:  # fmt: skip
+    """What the receiver and the simulator saw of each mail (and DMail, which has no
+    actions)."""
     first = hook.first_delivery()
-    wanted = set(sent)
+    wanted = {*sent, *dmails}
     times: dict[str, list[float]] = {}
     for body, moment in zip(hook.received, hook.times, strict=True):
         times.setdefault(str(body["item_id"]), []).append(moment)
@@ -97,7 +102,8 @@ def deliveries(sent: Sequence[str], hook: CountingReceiver, sim: CountingMailTd,
     early = sum(1 for _, i, moment in sim.acted if i not in first or moment < first[i])
     return {
         "mails": len(sent),
-        "delivered %": round(100 * len(wanted & set(first)) / max(len(sent), 1), 2),
+        "dmails": len(dmails),
+        "delivered %": round(100 * len(wanted & set(first)) / max(len(wanted), 1), 2),
         "duplicates (same key)": hook.duplicates(),
         "duplicates outside a flap": outside,
         "dup new key": sum(len(keys) - 1 for keys in hook.item_keys.values()),
@@ -107,7 +113,7 @@ def deliveries(sent: Sequence[str], hook: CountingReceiver, sim: CountingMailTd,
     }
 
 
-def verdict(w: Windows, *, sent: Sequence[str], arrived: Sequence[float],
+def verdict(w: Windows, *, sent: Sequence[str], dmails: Sequence[str], arrived: Sequence[float],
             hook: CountingReceiver, sim: CountingMailTd, closes: Sequence[float],
             reloads: tuple[int, int], tracebacks: int, stale_rows: int, settled: bool,
             status: int, pace: Pace,
@@ -122,10 +128,10 @@ def verdict(w: Windows, *, sent: Sequence[str], arrived: Sequence[float],
     later = sum(1 for t in arrived if t >= w.post[0].at)
     db_max = max(s.db_bytes for s in w.after)
     poll_ms = (w.poll_ms(w.post), w.poll_ms(w.last))
-    got = deliveries(sent, hook, sim, closes)
+    got = deliveries(sent, dmails, hook, sim, closes)
     counts: dict[str, Any] = {
-        "feeds": accounts, "polls": polls, "simulated days": round(polls / DAY_POLLS, 1),
-        "per feed days": round(polls / accounts / DAY_POLLS, 2),
+        "feeds": f"{accounts} + 1", "polls": polls, "feed-days at 1m": round(polls / DAY_POLLS, 1),
+        "days per feed": round(polls / (accounts + 1) / DAY_POLLS, 2),
         "reloads": f"{reloads[1]}/{reloads[0]}", "flaps": len(closes), "samples": len(w.all),
         "RSS MB": f"{rss[0] / 1024:.1f} → {rss[1] / 1024:.1f} ({growth:+.1f} %)",
         "fds": f"{fds[0]:g} → {fds[1]:g}", "tasks": f"{tasks[0]:g} → {tasks[1]:g}",
@@ -142,7 +148,8 @@ def verdict(w: Windows, *, sent: Sequence[str], arrived: Sequence[float],
         "fd growth": fds[1] <= fds[0] + FD_SLACK,
         "task growth": tasks[1] <= tasks[0] + TASK_SLACK,
         "thread growth": threads[1] <= threads[0] + THREAD_SLACK,
-        "database bound": db_max <= base + later * ID_BYTES and stale_rows == 0,
+        "database bound": stale_rows == 0
+        and (db_max <= base + later * ID_BYTES or pace.seconds < DB_MEASURABLE),
         "poll slowdown": poll_ms[1] <= SLOWDOWN * poll_ms[0],
         "delivered": settled and got["delivered %"] == 100 and got["actions missing"] == 0,
         "duplicates": got["duplicates outside a flap"] == got["dup new key"] == 0,
@@ -151,13 +158,16 @@ def verdict(w: Windows, *, sent: Sequence[str], arrived: Sequence[float],
         "clean": tracebacks == 0 and status == 0,
     }
     failed = [name for name, ok in checks.items() if not ok]
-    return Result("soak", tried(pace, accounts), counts, not failed,
-                  [f"failed: {', '.join(failed)}"] if failed else [])  # fmt: skip
+    notes = [f"failed: {', '.join(failed)}"] if failed else []
+    if pace.seconds < DB_MEASURABLE:
+        notes.append(f"database size not checked: a run under {DB_MEASURABLE:g} s is too short")
+    return Result("soak", tried(pace, accounts), counts, not failed, notes)
 
 
 def tried(pace: Pace, accounts: int) -> str:
     return (f"{pace.seconds / 60:g} min: {accounts} Mail.td feeds at `every: 1s`, ~3 mails/s, "
-            "webhook then mark_read + delete after 3 s; SIGHUP every "
+            "webhook then mark_read + delete after 3 s; an e621 DMail feed at `every: 2s`, "
+            "a DMail each ~5 s; SIGHUP every "
             f"{pace.reload_every:g} s; webhook down {pace.flap_down:g} s every "
             f"{pace.flap_every:g} s (503, then refusing); retention {pace.retention:g} s; "
             f"warm-up the first {WARM_UP:.0%}, windows of {WINDOW:.0%}")  # fmt: skip
