@@ -16,9 +16,10 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.sim.e621 import E621Sim
-from bot.sim.mailtd import SimAccount
+from bot.sim.mailtd import SimAccount, SimMessage
 from proof.common import (
     CountingMailTd,
     CountingReceiver,
@@ -53,9 +54,31 @@ DMAILS_PER_SECOND = 0.2  # and e621 DMails to one more feed (e621 asks for 1 req
 SETTLE = 60.0  # seconds allowed at the end for the last deliveries and actions
 
 
+class IndexedMailTd(CountingMailTd):
+    """The counting simulator with each mailbox's messages at hand: its list otherwise
+    scans every message ever sent to any mailbox, a cost that grows over the soak and would
+    show as a slower poll of inboxbot's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inboxes: dict[str, list[SimMessage]] = {}
+
+    def add_message(self, account: SimAccount | str, **kwargs: Any) -> str:
+        message_id = super().add_message(account, **kwargs)
+        message = self.messages[message_id]
+        self.inboxes.setdefault(message.account_id, []).append(message)
+        return message_id
+
+    def _visible(self, account: SimAccount) -> list[SimMessage]:
+        inbox = self.inboxes[account.id] = [
+            m for m in self.inboxes.get(account.id, []) if not m.deleted
+        ]
+        return sorted(inbox, key=lambda m: (m.created_at, m.id), reverse=True)
+
+
 @dataclass
 class World:
-    sim: CountingMailTd
+    sim: IndexedMailTd
     hook: CountingReceiver
     bot: Inboxbot
     accounts: list[SimAccount]
@@ -162,7 +185,7 @@ def _metric(text: str, name: str) -> float:
 
 async def run(tmp: Path, *, minutes: float, seed: int) -> list[Result]:
     pace = Pace(minutes * 60)
-    world = World(CountingMailTd(rate_limit=20), CountingReceiver(), None, [],  # type: ignore[arg-type]
+    world = World(IndexedMailTd(rate_limit=20), CountingReceiver(), None, [],  # type: ignore[arg-type]
                   random.Random(seed), pace)  # fmt: skip
     await world.sim.start()
     await world.hook.start()
