@@ -36,7 +36,7 @@ from bot.web import make_app, serve
 log = logging.getLogger("inboxbot.daemon")
 
 DELIVER_EVERY = 1.0
-PRUNE_EVERY = timedelta(hours=6)
+PRUNE_EVERY = timedelta(hours=6)  # at most; a shorter retention is pruned 4 times a period
 RELOAD_DRAIN = 60.0  # how long a reload waits for running jobs
 SPREAD_RATE = 20.0  # feeds per second whose first poll starts, when they are many
 STUCK_ATTEMPTS = 8  # a delivery tried this often (hours of backoff) is past its schedule
@@ -80,6 +80,7 @@ class Daemon:
         handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGHUP: self.hup}
         for sig, handler in handlers.items():
             loop.add_signal_handler(sig, handler)
+        self.res.metrics.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
         web_runner = await self._serve_http()
         watchdog = asyncio.create_task(self.notifier.feed_watchdog())
         try:
@@ -142,6 +143,8 @@ class Daemon:
         self.pipeline.health = old.health
         old.health.attach(self.pipeline.store)  # the new pipeline's fresh Health cleared it
         carry_over(old, self.pipeline)
+        if loaded.config.retention != old.config.retention:  # else its turn would be put off
+            self.scheduler.reschedule_job("prune", trigger=prune_trigger(loaded.config.retention))
         await self.pushes.stop()
         await close(old)
         await start(self.pipeline)
@@ -161,7 +164,7 @@ class Daemon:
             id="deliver", max_instances=1, coalesce=True, next_run_time=now,
         )  # fmt: skip
         self.scheduler.add_job(
-            self._job, IntervalTrigger(seconds=PRUNE_EVERY.total_seconds()),
+            self._job, prune_trigger(self.loaded.config.retention),
             args=[self._prune, None], id="prune", max_instances=1, coalesce=True,
         )  # fmt: skip
 
@@ -306,6 +309,12 @@ class Daemon:
                 f"configuration reload refused, the previous one runs: {self.refused[0]}{more}"
             )
         return problems
+
+
+def prune_trigger(retention: timedelta) -> IntervalTrigger:
+    """Prune every quarter of ``retention`` (so nothing outlives it by more than that), at
+    most every PRUNE_EVERY, at least a second apart."""
+    return IntervalTrigger(seconds=max(1.0, min(PRUNE_EVERY, retention / 4).total_seconds()))
 
 
 def carry_over(old: Pipeline, new: Pipeline) -> None:

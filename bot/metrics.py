@@ -129,6 +129,9 @@ class Metrics:
             "When a configuration was last taken",
             registry=r,
         )
+        self.tasks = Gauge(
+            "inboxbot_tasks", "asyncio tasks alive in the daemon (growth means a leak)", registry=r
+        )
         build = Gauge("inboxbot_build_info", "The version", ("version", "python"), registry=r)
         build.labels(__version__, platform.python_version()).set(1)
         self._children: dict[tuple[str, ...], Counter] = {}
