@@ -37,6 +37,7 @@ log = logging.getLogger("inboxbot.daemon")
 
 DELIVER_EVERY = 1.0
 PRUNE_EVERY = timedelta(hours=6)  # at most; a shorter retention is pruned 4 times a period
+PRUNE_FIRST = timedelta(minutes=1)  # after a start
 RELOAD_DRAIN = 60.0  # how long a reload waits for running jobs
 SPREAD_RATE = 20.0  # feeds per second whose first poll starts, when they are many
 STUCK_ATTEMPTS = 8  # a delivery tried this often (hours of backoff) is past its schedule
@@ -163,9 +164,11 @@ class Daemon:
             self._job, IntervalTrigger(seconds=DELIVER_EVERY), args=[self._flush, None],
             id="deliver", max_instances=1, coalesce=True, next_run_time=now,
         )  # fmt: skip
+        prune = prune_trigger(self.loaded.config.retention)
+        first = now + min(PRUNE_FIRST, prune.interval)  # a daemon restarted often prunes too
         self.scheduler.add_job(
-            self._job, prune_trigger(self.loaded.config.retention),
-            args=[self._prune, None], id="prune", max_instances=1, coalesce=True,
+            self._job, prune, args=[self._prune, None], id="prune", max_instances=1,
+            coalesce=True, next_run_time=first,
         )  # fmt: skip
 
     def _schedule_feeds(self) -> None:

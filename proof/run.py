@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from proof import crash, faults, fuzz, guard, outage, secrets, sinkfaults
+from proof import crash, faults, fuzz, guard, outage, secrets, sinkfaults, soak
 from proof.common import Result
 
 HERE = Path(__file__).parent
 ROWS = HERE / "results.json"
-FULL = {"crash": "--kills 200", "outage": "--minutes 5", "fuzz": "--cases 100000"}
+FULL = {"crash": "--kills 200", "outage": "--minutes 5", "fuzz": "--cases 100000",
+        "soak": "--soak-minutes 5"}  # fmt: skip
 NOTES = [
     "Full size (`make proof`, the defaults): "
     + ", ".join(f"{k} `{v}`" for k, v in FULL.items())
@@ -74,6 +75,10 @@ async def _guard(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]
     return [await guard.run(tmp, seed=seed)]
 
 
+async def _soak(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
+    return await soak.run(tmp, minutes=args.soak_minutes, seed=seed)
+
+
 async def _faults(tmp: Path, args: argparse.Namespace, seed: int) -> list[Result]:
     return await faults.run(tmp, seed=seed)
 
@@ -83,8 +88,8 @@ async def _sinkfaults(tmp: Path, args: argparse.Namespace, seed: int) -> list[Re
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "crash": _crash, "outage": _outage, "faults": _faults, "sinkfaults": _sinkfaults, "fuzz": _fuzz,
-    "secrets": _secrets, "guard": _guard,
+    "crash": _crash, "outage": _outage, "faults": _faults, "sinkfaults": _sinkfaults,
+    "fuzz": _fuzz, "secrets": _secrets, "soak": _soak, "guard": _guard,
 }  # fmt: skip
 
 
@@ -97,6 +102,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="outage: minutes of each failing phase (5)")  # fmt: skip
     parser.add_argument("--cases", type=int, default=100_000,
                         help="fuzz: generated cases in total (100000)")  # fmt: skip
+    parser.add_argument("--soak-minutes", type=float, default=5.0,
+                        help="soak: minutes of the accelerated run (5)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep each scenario's directory")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
     args = parser.parse_args(argv)
@@ -162,7 +169,8 @@ def write_results(rows: dict[str, dict[str, object]]) -> Path:
 def _reduced(name: str, args: argparse.Namespace) -> str:
     """The size a scenario ran at when it was smaller than the full one, else ''."""
     size = {"crash": ("--kills", args.kills, 200), "outage": ("--minutes", args.minutes, 5),
-            "fuzz": ("--cases", args.cases, 100_000)}.get(name)  # fmt: skip
+            "fuzz": ("--cases", args.cases, 100_000),
+            "soak": ("--soak-minutes", args.soak_minutes, 5)}.get(name)  # fmt: skip
     return f"{size[0]} {size[1]:g}" if size and size[1] < size[2] else ""
 
 
