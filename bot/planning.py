@@ -25,6 +25,7 @@ from bot.store import NewStep, StepRecord
 
 log = logging.getLogger("inboxbot.pipeline.planning")
 
+PLAN_CHUNK = 20  # items planned per transaction: 2 s of detail requests at 10 a second
 UNRENDERED = "unrendered"  # the payload key of a step whose template failed: its notify index
 
 
@@ -44,7 +45,8 @@ class Planning:
 
     async def plan_new(self, feed: Feed) -> None:
         """Plan every stored item of ``feed`` not planned yet (also those a crash left), saved
-        together in one transaction; then release the actions, within the per-poll limit."""
+        PLAN_CHUNK items a transaction (deliveries start while later details are fetched);
+        then release the actions, within the per-poll limit."""
         p = self.parts
         details = f"{feed.key} details"
         plans: list[tuple[Item, list[NewStep], bool]] = []
@@ -60,9 +62,10 @@ class Planning:
             p.health.ok(details)
             if planned is not None:
                 plans.append((planned[0], planned[1], planned[0] is not item))
-        placed = iter(self.hold.group([s for _, steps, _ in plans for s in steps], p.clock.time()))
-        plans = [(item, [next(placed) for _ in steps], changed) for item, steps, changed in plans]
-        p.store.save_plans(feed.key, plans, now=p.clock.time())
+            if len(plans) >= PLAN_CHUNK:
+                self._save(feed, plans)
+                plans = []
+        self._save(feed, plans)
         if complete:
             self._planned.add(feed.key)
         else:
@@ -74,6 +77,13 @@ class Planning:
                 "actions refused",
                 extra=fields(rule=rule, feed=feed.key, items=count, max_actions_per_poll=limit),
             )
+
+    def _save(self, feed: Feed, plans: list[tuple[Item, list[NewStep], bool]]) -> None:
+        """Record ``plans`` in one transaction, grouped deliveries given their send time."""
+        p = self.parts
+        placed = iter(self.hold.group([s for _, steps, _ in plans for s in steps], p.clock.time()))
+        plans = [(item, [next(placed) for _ in steps], changed) for item, steps, changed in plans]
+        p.store.save_plans(feed.key, plans, now=p.clock.time())
 
     async def plan_item(self, item: Item) -> tuple[Item, list[NewStep]] | None:
         """The item (with its detail when a rule needs it) and its rendered steps;
