@@ -130,7 +130,7 @@ class Hold:
         mute = next((m for m in mutes if matches(m, step, step.feed.split("/", 1)[0])), None)
         if mute is None:
             return False
-        until = f"until {_local(mute.until)}" if mute.until else "until unmuted"
+        until = f"until {_local(mute.until, now)}" if mute.until else "until unmuted"
         said = f': "{mute.comment}"' if mute.comment else ""
         if mute.defer and mute.until is not None:
             reason = f"muted by {mute.id} ({until}, then sent as one digest){said}"
@@ -173,7 +173,7 @@ class Hold:
             if now >= since + period:
                 since, sent = now, 0
             if sent >= count:
-                reason = f"limit {show_rate(limit)} reached, sends at {_local(since + period)}"
+                reason = f"limit {show_rate(limit)} reached, sends at {_local(since + period, now)}"
                 self.held.hold([s.id for s in unit.steps], key, since + period, reason)
                 self.metrics.noise.labels(sink.name, "limited").inc(len(unit.steps))
                 return True
@@ -220,8 +220,8 @@ def _payloads(unit: Unit) -> list[dict[str, Any]]:
     return [s.payload for s in unit.steps]
 
 
-def _local(at: float) -> str:
-    """A time as the machine's clock shows it: ``18:00``, with the date beyond a day."""
+def _local(at: float, now: float) -> str:
+    """A time as the machine's clock shows it: ``18:00``, with the date when not ``now``'s."""
     moment = datetime.fromtimestamp(at).astimezone()
-    today = datetime.now().astimezone().date()
+    today = datetime.fromtimestamp(now).astimezone().date()
     return f"{moment:%H:%M}" if moment.date() == today else f"{moment:%Y-%m-%d %H:%M}"
