@@ -398,24 +398,19 @@ class RuleLoader:
         return reads.build()
 
     def _accounts(self, when: Mapping[str, Any]) -> frozenset[str]:
-        named = when.get("account")
         names = set(self.accounts)
-        if isinstance(named, str):
-            names &= {named}
-        elif isinstance(named, list):
-            names &= {str(n) for n in named}
-        upstreams = when.get("upstream")
-        if isinstance(upstreams, str | list):
-            wanted = {upstreams} if isinstance(upstreams, str) else set(upstreams)
-            names = {n for n in names if self.accounts[n].type in wanted}
-        kinds = when.get("kind")
-        if isinstance(kinds, str | list):
-            wanted = {kinds} if isinstance(kinds, str) else set(kinds)
-            names = {n for n in names if wanted & set(self.accounts[n].actions)}
-        feeds = when.get("feed")
-        if isinstance(feeds, str | list) and "feed" in self.allowed:
-            wanted = {feeds} if isinstance(feeds, str) else set(feeds)
-            names = {n for n in names if wanted & set(self.accounts[n].feeds)}
+        named = _closed(when.get("account"))
+        if named is not None:
+            names &= named
+        upstreams = _closed(when.get("upstream"))
+        if upstreams is not None:
+            names = {n for n in names if self.accounts[n].type in upstreams}
+        kinds = _closed(when.get("kind"))
+        if kinds is not None:
+            names = {n for n in names if kinds & set(self.accounts[n].actions)}
+        feeds = _closed(when.get("feed"))
+        if feeds is not None and "feed" in self.allowed:
+            names = {n for n in names if feeds & set(self.accounts[n].feeds)}
         return frozenset(names)
 
     def _reaches_none(self, doc: YamlDoc, at: Path_, when: Mapping[str, Any]) -> ConfigError:
@@ -621,6 +616,13 @@ class RuleLoader:
 
 TAKEN_NAMES = ("item", "rule", "account", "now", "format")  # an extraction would hide them
 CLOSED_KEYS = ("account", "upstream", "kind", "feed")
+
+
+def _closed(value: Any) -> set[str] | None:
+    """A closed key's value (one name or a list of them) as names; None when not given."""
+    if isinstance(value, str):
+        return {value}
+    return {str(v) for v in value} if isinstance(value, list) else None
 
 
 def _kept(errors: list[ConfigError], compile: Callable[..., T], *args: Any) -> T | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 from bot.errors import ConfigError
 from bot.http import Limiters
@@ -16,6 +17,9 @@ from bot.sources import SOURCES
 from bot.sources.rocketchat import parse_time
 from bot.yamlfile import load_yaml
 from proof.fuzz import (
+    BASE_CONFIG,
+    BASE_RULES,
+    BASE_TEMPLATES,
     MAILTD,
     MINUTEMAIL,
     RC_MSG,
@@ -27,6 +31,7 @@ from proof.fuzz import (
     fuzz_loaders,
     fuzz_upstream,
     load_account,
+    load_once,
     poll_once,
 )
 
@@ -80,3 +85,13 @@ def test_an_epoch_time_out_of_range_is_a_value_error(ms: float) -> None:
 
     with pytest.raises(ValueError):  # what poll turns into one logged reason
         parse_time({"$date": ms})
+
+
+@pytest.mark.parametrize("key", ["account", "upstream", "kind", "feed"])
+def test_a_list_inside_a_rules_closed_key_is_a_located_config_error(
+    tmp_path: Path, key: str
+) -> None:
+    rules = [{**BASE_RULES[0], "when": {**BASE_RULES[0]["when"], key: [["mailtd"]]}}]
+    template = next(iter(BASE_TEMPLATES.items()))
+    config = yaml.safe_dump(BASE_CONFIG)
+    assert load_once(tmp_path, config, yaml.safe_dump(rules), template) == "refused"
