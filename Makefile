@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/push_latency.py rocketchat
 	$(BIN)/python bench/push_latency.py imap
 
-proof: $(STAMP)             # the proof suite (~40 min; not part of `make test`): proof/RESULTS.md
+proof: $(STAMP)             # the proof suite (~35 min; not part of `make test`): proof/RESULTS.md
 	$(BIN)/python -m proof.run $(PROOF_ARGS)
 
 systemd-check: $(STAMP)     # systemd-analyze verify (silent) and security (exposure ≤ 1.5)
