@@ -20,7 +20,9 @@ import pytest
 from bot.app import load, running
 from bot.pipeline import Pipeline
 from bot.sim.mailtd import MailTdSim, SimAccount
+from bot.sim.rocketchat import RocketChatSim, SimRoom, SimUser
 from bot.sim.webhook import HookReceiver
+from tests.sim.shared import TickingClock
 
 TEMPLATE = """\
 {% block title %}{{ item.subject }}{% endblock %}
@@ -175,3 +177,27 @@ async def daemon(setup: Setup) -> AsyncIterator[Daemon]:
         d.proc.kill()
         await d.proc.wait()
     d.notify.close()
+
+
+# Rocket.Chat: a simulator, Alice (the account) and Bob, and their DM
+
+
+@pytest.fixture
+async def rc() -> AsyncIterator[RocketChatSim]:
+    async with RocketChatSim(rate_limit=100_000, clock=TickingClock()) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def me(rc: RocketChatSim) -> SimUser:
+    return rc.add_user("alice", "Alice Liddell", password="wonderland")
+
+
+@pytest.fixture
+def bob(rc: RocketChatSim) -> SimUser:
+    return rc.add_user("bob", "Bob Builder")
+
+
+@pytest.fixture
+def dm(rc: RocketChatSim, me: SimUser, bob: SimUser) -> SimRoom:
+    return rc.direct(me, bob)

@@ -9,7 +9,7 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +26,6 @@ from bot.store import Store
 from tests.sim.shared import TickingClock
 
 FEED = "work/dms"
-
-
-@pytest.fixture
-async def rc() -> AsyncIterator[RocketChatSim]:
-    async with RocketChatSim(rate_limit=100_000, clock=TickingClock()) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def me(rc: RocketChatSim) -> SimUser:
-    return rc.add_user("alice", "Alice Liddell", password="wonderland")
-
-
-@pytest.fixture
-def bob(rc: RocketChatSim) -> SimUser:
-    return rc.add_user("bob", "Bob Builder")
-
-
-@pytest.fixture
-def dm(rc: RocketChatSim, me: SimUser, bob: SimUser) -> SimRoom:
-    return rc.direct(me, bob)
 
 
 def source(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,28 +29,6 @@ from bot.sources.rocketchat import (
     RocketChatSource,
     parse_time,
 )
-from tests.sim.shared import TickingClock
-
-
-@pytest.fixture
-async def rc() -> AsyncIterator[RocketChatSim]:
-    async with RocketChatSim(rate_limit=100_000, clock=TickingClock()) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def me(rc: RocketChatSim) -> SimUser:
-    return rc.add_user("alice", "Alice Liddell", password="wonderland")
-
-
-@pytest.fixture
-def bob(rc: RocketChatSim) -> SimUser:
-    return rc.add_user("bob", "Bob Builder")
-
-
-@pytest.fixture
-def dm(rc: RocketChatSim, me: SimUser, bob: SimUser) -> SimRoom:
-    return rc.direct(me, bob)
 
 
 def source(
